@@ -1,0 +1,5 @@
+"""`python -m digitq.client` runs the `digitq` command line."""
+
+from digitq.client.cli import main
+
+main()

@@ -1,0 +1,278 @@
+"""The `digitq` command line (Typer). Every command's docstring is its --help text."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from digitq.common.errors import DigitqError, InvalidRequest
+from digitq.common.schemas import TrainRequest
+
+app = typer.Typer(
+    name="digitq",
+    help="Train handwritten-digit classifiers and classify image folders through a Redis/Celery queue.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+local_app = typer.Typer(help="The embedded stack: a local redis-server and worker under $DIGITQ_HOME/local.",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(local_app, name="local")
+
+out = Console()
+err = Console(stderr=True)
+
+
+def friendly_errors(fn):
+    """Turn expected failures into one line on stderr and a non-zero exit, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import redis
+        from kombu.exceptions import OperationalError
+
+        try:
+            return fn(*args, **kwargs)
+        except DigitqError as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=exc.exit_code)
+        except (redis.exceptions.RedisError, OperationalError) as exc:
+            err.print(f"error: broker unavailable: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1)
+        except KeyboardInterrupt:
+            err.print("interrupted", markup=False)
+            raise typer.Exit(code=130)
+
+    return wrapper
+
+
+def _client(quiet: bool = False):
+    from digitq.client.api import connect
+
+    return connect(notify=None if quiet else (lambda msg: err.print(msg, markup=False, highlight=False)))
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+def _print_train_result(res: dict) -> None:
+    t = Table(show_header=False, box=None)
+    t.add_row("job", res["job_id"])
+    t.add_row("model", f"{res.get('model')} ({res.get('arch')}, {res.get('replicas')} replica(s) on {', '.join(res.get('devices') or [])})")
+    t.add_row("test accuracy", f"{res['test_accuracy'] * 100:.2f}%  (loss {res['test_loss']:.4f})")
+    t.add_row("epochs", f"{res['epochs']}  ({res.get('train_images')} training images)")
+    for e in res.get("history", []):
+        t.add_row(f"  epoch {e['epoch']}", f"{e['seconds']:.1f} s  loss {e.get('loss', 0):.4f}  "
+                  f"val_acc {e.get('val_accuracy', float('nan')):.4f}  {e.get('images_per_second', 0):.0f} img/s"
+                  + ("  (resumed)" if e.get("resumed") else ""))
+    t.add_row("wall time", f"{res['wall_seconds']:.1f} s")
+    t.add_row("model file", res.get("model_path", ""))
+    out.print(t)
+
+
+def _wait_and_show(client, job_id: str, as_json: bool, timeout: Optional[float]) -> None:
+    from digitq.client.progress import TrainProgress
+
+    console = err if as_json else out
+    if not console.is_terminal and not as_json:
+        console.print(f"waiting for {job_id} ...", markup=False)
+    with TrainProgress(console) as bar:
+        result = client.wait(job_id, on_progress=bar.update, timeout=timeout)
+    if as_json:
+        _print_json(result)
+    else:
+        _print_train_result(result)
+
+
+class Arch(str, Enum):
+    cnn = "cnn"
+    seed_cnn = "seed-cnn"
+    mlp = "mlp"
+
+
+@app.command("submit-train")
+@friendly_errors
+def submit_train(
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 3,
+    arch: Annotated[str, typer.Option(help="Architecture: cnn (default), seed-cnn (the tutorials' CNN) or mlp.")] = "cnn",
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per replica per step (global = this x replicas). [default: the architecture's]")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: the architecture's]")] = None,
+    dropout: Annotated[Optional[float], typer.Option(help="Dropout rate, 0 to 0.95.")] = None,
+    conv_channels: Annotated[Optional[str], typer.Option(help="Channels of the two conv stages, e.g. 32,64.")] = None,
+    dense_units: Annotated[Optional[int], typer.Option(help="Units of the hidden dense layer.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights and shuffling.")] = 0,
+    name: Annotated[str, typer.Option(help="Register the trained model under this name.")] = "digits",
+    dataset: Annotated[str, typer.Option(help="'mnist', or a folder (below DIGITQ_DATA_DIR or DIGITQ_HOME) with sub-folders 0..9.")] = "mnist",
+    validation_size: Annotated[int, typer.Option(help="Hold out the last N training images for validation.")] = 5000,
+    train_size: Annotated[Optional[int], typer.Option(help="Train on only the first N images (quick experiments).")] = None,
+    test_size: Annotated[Optional[int], typer.Option(help="Evaluate on only the first N test images.")] = None,
+    standardize: Annotated[bool, typer.Option(help="Standardise pixels with the training set's mean and std.")] = True,
+    shuffle: Annotated[bool, typer.Option(help="Reshuffle the training set every epoch (seeded).")] = True,
+    schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: onecycle or constant.")] = None,
+    label_smoothing: Annotated[float, typer.Option(help="Label smoothing, 0 to 0.5.")] = 0.0,
+    save_every: Annotated[int, typer.Option(help="Back up every N batches as well as every epoch (0 = epochs only).")] = 0,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the job, with a live progress bar, and print the result.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final result as one JSON object (implies --wait).")] = False,
+    timeout: Annotated[Optional[float], typer.Option(help="With --wait: give up waiting after this many seconds.")] = None,
+):
+    """Submit a training job; print its id, or with --wait its result."""
+    channels = None
+    if conv_channels is not None:
+        try:
+            channels = [int(c) for c in conv_channels.split(",") if c.strip()]
+        except ValueError:
+            raise InvalidRequest(f"--conv-channels takes whole numbers separated by commas, got {conv_channels!r}") from None
+    fields = dict(arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=lr, dropout=dropout,
+                  conv_channels=channels, dense_units=dense_units, seed=seed, name=name, validation_size=validation_size,
+                  train_size=train_size, test_size=test_size, standardize=standardize, shuffle=shuffle,
+                  schedule=schedule, label_smoothing=label_smoothing, save_every_batches=save_every)
+    if dataset != "mnist":
+        fields["dataset"] = os.path.abspath(os.path.expanduser(dataset))
+    request = TrainRequest.from_dict(fields)  # bad input fails here, before any connection
+    client = _client()
+    job_id = client.submit_train(request)
+    if not (wait or as_json):
+        out.print(job_id, markup=False, highlight=False)
+        return
+    err.print(f"submitted {job_id}", markup=False, highlight=False)
+    _wait_and_show(client, job_id, as_json, timeout)
+
+
+@app.command()
+@friendly_errors
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job id that submit printed.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Show a job's state, progress or result."""
+    st = _client(quiet=True).status(job_id)
+    if as_json:
+        _print_json(st.to_dict())
+        return
+    out.print(f"{st.job_id}  {st.kind or '?'}  {st.state}", markup=False, highlight=False)
+    if st.progress:
+        p = st.progress
+        out.print("  " + "  ".join(f"{k}={v}" for k, v in p.items()), markup=False, highlight=False)
+    if st.error:
+        out.print(f"  {st.error}", markup=False, highlight=False)
+    if st.result:
+        _print_train_result(st.to_dict())
+
+
+@app.command("wait")
+@friendly_errors
+def wait_cmd(
+    job_id: Annotated[str, typer.Argument(help="The job id that submit printed.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+    timeout: Annotated[Optional[float], typer.Option(help="Give up after this many seconds.")] = None,
+):
+    """Wait for a job to finish, with a progress bar, and print its result."""
+    _wait_and_show(_client(quiet=True), job_id, as_json, timeout)
+
+
+@app.command()
+@friendly_errors
+def jobs(
+    limit: Annotated[int, typer.Option(help="How many of the most recent jobs.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
+):
+    """List recent jobs, newest first, with their state."""
+    import datetime
+
+    rows = _client(quiet=True).jobs(limit)
+    if as_json:
+        _print_json([{k: v for k, v in r.to_dict().items() if k != "history"} for r in rows])
+        return
+    t = Table("job", "kind", "name", "state", "submitted", "accuracy")
+    for r in rows:
+        when = datetime.datetime.fromtimestamp(r.submitted).strftime("%Y-%m-%d %H:%M:%S") if r.submitted else ""
+        acc = f"{r.result['test_accuracy'] * 100:.2f}%" if r.result and "test_accuracy" in r.result else ""
+        t.add_row(r.job_id, r.kind or "", r.name or "", r.state, when, acc)
+    out.print(t)
+
+
+@app.command()
+@friendly_errors
+def cancel(job_id: Annotated[str, typer.Argument(help="The job to stop.")]):
+    """Cancel a queued or running job; it is never redelivered."""
+    st = _client(quiet=True).cancel(job_id)
+    out.print(f"{job_id}  {st.state}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues to serve: train, predict.")] = "train,predict",
+    concurrency: Annotated[int, typer.Option(help="Job processes; keep 1 on GPU machines (one process owns the GPUs).")] = 1,
+    hostname: Annotated[Optional[str], typer.Option(help="Celery node name.")] = None,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+):
+    """Start a worker in the foreground (needs digitq[worker]); it serves DIGITQ_BROKER_URL."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise DigitqError("the worker needs TensorFlow: pip install 'digitq[worker]'")
+    argv = [sys.executable, "-m", "digitq.worker", "--queues", queues, "--concurrency", str(concurrency),
+            "--loglevel", loglevel]
+    if hostname:
+        argv += ["--hostname", hostname]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)  # the worker replaces this process: signals reach Celery directly
+
+
+def _show_local(st: dict, as_json: bool) -> None:
+    if as_json:
+        _print_json(st)
+        return
+    r, w = st["redis"], st["worker"]
+    out.print(f"home    {st['home']}", markup=False, highlight=False)
+    out.print(f"redis   {'running' if r['running'] else 'stopped'}" + (f"  pid {r['pid']}  {r['address']}" if r["running"] else ""), markup=False, highlight=False)
+    out.print(f"worker  {'running' if w['running'] else 'stopped'}" + (f"  pid {w['pid']}  log {w['log']}" if w["running"] else ""), markup=False, highlight=False)
+
+
+@local_app.command("up")
+@friendly_errors
+def local_up(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False):
+    """Start the embedded redis-server and worker (if not running)."""
+    from digitq.common.settings import load_settings
+    from digitq.worker.local import LocalStack
+
+    _show_local(LocalStack(load_settings()).up(), as_json)
+
+
+@local_app.command("down")
+@friendly_errors
+def local_down(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False):
+    """Stop the embedded worker and redis-server."""
+    from digitq.common.settings import load_settings
+    from digitq.worker.local import LocalStack
+
+    _show_local(LocalStack(load_settings()).down(), as_json)
+
+
+@local_app.command("status")
+@friendly_errors
+def local_status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False):
+    """Show whether the embedded stack runs, and where."""
+    from digitq.common.settings import load_settings
+    from digitq.worker.local import LocalStack
+
+    _show_local(LocalStack(load_settings()).status(), as_json)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

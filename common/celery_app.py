@@ -1,0 +1,43 @@
+"""The Celery app both sides use: JSON only, late acks, one job at a time per worker process.
+
+The client builds it without `include`, so it never imports the worker's tasks (nor TensorFlow);
+`digitq-worker` builds it with `include=["digitq.worker.tasks"]`.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from digitq.common.names import PREDICT_QUEUE, PREDICT_TASK, TRAIN_QUEUE, TRAIN_TASK
+from digitq.common.settings import Settings
+
+
+def make_celery(settings: Settings, broker_url: str, include: tuple[str, ...] = ()) -> Celery:
+    """A Celery app on `broker_url` (Redis), configured for long, GPU-bound jobs."""
+    backend = settings.result_backend or broker_url
+    app = Celery("digitq", broker=broker_url, backend=backend, include=list(include))
+    transport = {"visibility_timeout": settings.visibility_timeout}
+    app.conf.update(
+        # Only JSON crosses the queue: a pickled message is refused, never executed.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # At-least-once: ack after the job ends, redeliver if the worker dies; one job per process.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_track_started=True,
+        broker_transport_options=transport,
+        result_backend_transport_options=transport,
+        result_expires=settings.result_ttl,
+        task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, PREDICT_TASK: {"queue": PREDICT_QUEUE}},
+        task_default_queue=TRAIN_QUEUE,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        # Cap the JSON that the result backend stores per job and what a worker accepts.
+        broker_pool_limit=4,
+    )
+    return app

@@ -1,0 +1,52 @@
+"""Every error digitq raises on purpose, in one place.
+
+Each carries a one-line message meant for a person; the CLI prints it and exits non-zero.
+"""
+
+
+class DigitqError(Exception):
+    """Base class: an expected failure with a one-line, user-facing message."""
+
+    exit_code = 1
+
+
+class InvalidRequest(DigitqError):
+    """A job's parameters are missing, of the wrong type or out of range."""
+
+    exit_code = 2
+
+
+class DataError(DigitqError):
+    """Training or test data is missing, corrupt or cannot be fetched."""
+
+
+class BrokerUnavailable(DigitqError):
+    """The Redis broker cannot be reached."""
+
+
+class NoSuchJob(DigitqError):
+    """No job with that id is known to the broker."""
+
+
+class JobFailed(DigitqError):
+    """A job ended in FAILURE; the message is the worker's reason."""
+
+
+class JobCancelled(DigitqError):
+    """A job was cancelled by `digitq cancel`."""
+
+
+class LocalStackError(DigitqError):
+    """The embedded redis-server or worker could not be started or stopped."""
+
+
+class PathNotAllowed(DigitqError):
+    """A path from a job message resolves outside the worker's allowed roots."""
+
+
+class NoSuchModel(DigitqError):
+    """No registered model matches NAME[:VERSION]."""
+
+
+class WorkerNotInstalled(DigitqError):
+    """The worker extra (TensorFlow) is not installed in this environment."""

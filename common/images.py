@@ -1,0 +1,548 @@
+"""Turn real-world image files into MNIST-format digits: 28x28 uint8, ink bright on black.
+
+Users hand over scans, phone crops and drawing-app exports in any size, format and colour
+mode, with dark ink on light paper or light ink on dark, often off-centre. `to_mnist` makes
+them look like MNIST, following LeCun's description of how MNIST itself was made: crop to
+the ink, scale the longer side to 20 px keeping the aspect ratio (area averaging gives the
+grey, anti-aliased edges), then place the result in a 28x28 field so that the centre of mass
+of the pixel intensities sits at the centre (row 14, column 14, as in MNIST itself).
+
+Steps, each a function below: open safely (`decode_image_bytes`, `load_image`), fix EXIF
+orientation, flatten transparency onto a background (`_flatten_alpha`), convert to 8-bit
+grey (`_to_gray`), find the background and the ink and stretch them to 0 and 255, inverting
+dark-on-light images (`_stretch_ink`), crop (`_find_ink_box`), scale (`_fit_digit_box`),
+centre (`_centre_on_canvas`).
+
+Grey levels are kept as uint8 through the whole-image steps and the level changes are
+256-entry lookup tables: a 40-megapixel photo then costs 40 MB per copy, not 160 MB.
+
+Every failure a user can cause raises `ImageError` with a one-line message that does not
+name the file (callers add the path). Never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import math
+import os
+import re
+import stat
+import struct
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
+
+from digitq.common.errors import DigitqError
+
+MAX_IMAGE_PIXELS = 40_000_000
+"""Largest image accepted, in pixels (width x height of the first frame), checked before
+decoding. 40 megapixels covers phone photos; larger files are rejected as possible
+decompression bombs (a few-KB PNG can claim gigapixels). Pillow's own global limit
+(Image.MAX_IMAGE_PIXELS, 89 Mpx by default) still applies on top of this one."""
+
+MAX_FILE_BYTES = 20 * 1024 * 1024
+"""Largest image file accepted, in bytes (20 MiB), checked before the file is read."""
+
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm"})
+"""Lower-case file extensions of the formats digitq reads."""
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+"""Pillow decoders digitq lets run ("PPM" reads PBM/PGM/PPM; "JPEG" also opens MPO phone
+photos). Anything else (EPS, which runs Ghostscript, PSD, ICO, ...) is "not an image file":
+fewer decoders exposed to untrusted files."""
+
+IGNORED_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini"})
+"""File names (lower case) that operating systems drop into picture folders; never yielded."""
+
+MNIST_SIZE = 28
+"""Side of an MNIST image, in pixels."""
+
+DIGIT_BOX = 20
+"""Side of the box the digit is scaled to fit, in pixels (MNIST: 20x20 inside 28x28)."""
+
+MNIST_CENTRE = 14.0
+"""Where the centre of mass goes, in pixel indices (row and column). Measured on the MNIST
+test set: the mean centre of mass is (13.99, 14.01)."""
+
+INK_CONTRAST = 32
+"""Grey levels (of 255) a pixel must differ from the background to count as ink. Paper
+texture, JPEG noise and mild shading stay below it; a pale pencil line on white does not."""
+
+NOISE_SIGMAS = 3.0
+"""The black point sits this many noise standard deviations (estimated from the border)
+above the background, so background noise maps to 0."""
+
+MIN_NOISE_MARGIN = 4
+"""Smallest gap between background and black point, in grey levels: clean synthetic images
+have no measurable noise but JPEG still adds a little."""
+
+INK_LEVEL_PERCENTILE = 90.0
+"""Percentile of the ink pixels' levels that is stretched to 255 (MNIST strokes are
+saturated: every MNIST test digit reaches 254 or 255). A percentile, not the maximum, so a
+few glints do not leave the rest of the stroke grey."""
+
+CROP_TRIM_FRACTION = 0.002
+"""Share of the total ink (summed intensity) that cropping may drop on each side. Lets an
+isolated speck of dust far from the digit fall outside the crop instead of shrinking the
+digit; a real stroke end carries far more than 0.2% of the ink."""
+
+_BOMB_SIZE_RE = re.compile(r"\((\d+) pixels\)")
+"""Pulls the pixel count out of Pillow's DecompressionBombError/Warning message."""
+
+_CORRUPT_IMAGE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    KeyError,
+    TypeError,
+    struct.error,
+    ZeroDivisionError,
+)
+"""What Pillow's decoders raise on damaged data (its own fuzz tests accept these)."""
+
+
+class ImageError(DigitqError):
+    """An image file cannot be turned into a digit; the message says why, in one line."""
+
+
+def to_mnist(image: Image.Image, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Turn an opened Pillow image into an MNIST digit: uint8 array (28, 28), ink bright on 0.
+
+    Uses the image's current frame (the first one for a freshly opened GIF or TIFF) and its
+    EXIF orientation. Raises ImageError("no ink found") for a blank image.
+    """
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(f"image too large: {width}x{height} pixels (limit {max_pixels})")
+    if width == 0 or height == 0:
+        raise ImageError(f"empty image: {width}x{height} pixels")
+    with _pillow_errors(max_pixels):
+        image.load()
+    image = _apply_exif_orientation(image)
+    ink = _stretch_ink(_to_gray(image))
+    top, bottom, left, right = _find_ink_box(ink)
+    digit = _fit_digit_box(ink[top : bottom + 1, left : right + 1])
+    return _centre_on_canvas(digit)
+
+
+def decode_image_bytes(
+    data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_FILE_BYTES
+) -> np.ndarray:
+    """Decode an image file's bytes (e.g. an upload) into an MNIST digit; see `to_mnist`."""
+    if len(data) == 0:
+        raise ImageError("empty file")
+    if len(data) > max_bytes:
+        raise ImageError(f"file too large: {len(data)} bytes (limit {max_bytes})")
+    with _pillow_errors(max_pixels):
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)  # reads the header only
+    with image:
+        return to_mnist(image, max_pixels=max_pixels)
+
+
+def load_image(
+    path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_FILE_BYTES
+) -> np.ndarray:
+    """Read an image file into an MNIST digit; see `to_mnist`. Every failure is an ImageError."""
+    return decode_image_bytes(_read_file(path, max_bytes), max_pixels=max_pixels, max_bytes=max_bytes)
+
+
+def iter_image_files(folder: str | os.PathLike, recursive: bool = False) -> Iterator[Path]:
+    """Yield the candidate files in a folder, sorted by name (depth first when recursive).
+
+    Yields every entry that is not a folder, whatever its extension, so that a stray
+    `notes.txt` or an unsupported `.heic` photo is reported by the caller as an error row
+    instead of vanishing silently. Skips hidden entries (name starting with '.') and
+    IGNORED_FILE_NAMES. Entries that cannot be examined (a symlink loop, a dangling link, a
+    sub-folder that cannot be listed) are yielded too, so the caller reports them.
+    With recursive=True, sub-folders are walked, following symlinks, but each real folder
+    only once, so a link back to a parent folder ends the walk instead of looping.
+    Raises ImageError if `folder` itself is missing, not a folder or cannot be listed.
+    """
+    root = Path(folder)
+    info = _stat_folder(root)
+    try:
+        entries = _list_folder(root)
+    except OSError as exc:
+        raise ImageError(f"{_one_line(str(root))}: {_describe_os_error(exc)}") from None
+    yield from _walk(entries, {(info.st_dev, info.st_ino)}, recursive)
+
+
+def load_labelled_folder(
+    folder: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_FILE_BYTES
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """Load a user's labelled handwriting: `folder/0/...` to `folder/9/...`, one folder per digit.
+
+    Each digit folder is walked recursively (see `iter_image_files`). Returns (images uint8
+    [N, 28, 28], labels uint8 [N], errors) where errors lists (path relative to `folder` with
+    '/' separators, one-line message) for every file that could not be used. Raises
+    ImageError if there is no digit folder or no usable image at all.
+    """
+    root = Path(folder)
+    name = _one_line(str(root))
+    _stat_folder(root)
+    digit_folders = [(digit, root / str(digit)) for digit in range(10) if _is_folder(root / str(digit))]
+    if not digit_folders:
+        raise ImageError(f"{name}: no sub-folders named 0 to 9 (one per digit)")
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    errors: list[tuple[str, str]] = []
+    for digit, digit_folder in digit_folders:
+        try:
+            info = digit_folder.stat()
+            entries = _list_folder(digit_folder)
+        except OSError as exc:
+            errors.append((str(digit), _describe_os_error(exc)))
+            continue
+        for path in _walk(entries, {(info.st_dev, info.st_ino)}, recursive=True):
+            try:
+                images.append(load_image(path, max_pixels=max_pixels, max_bytes=max_bytes))
+                labels.append(digit)
+            except ImageError as exc:
+                errors.append((path.relative_to(root).as_posix(), str(exc)))
+    if not images:
+        if not errors:
+            raise ImageError(f"{name}: no image files in the digit folders")
+        first_path, first_message = errors[0]
+        raise ImageError(f"{name}: no usable image ({len(errors)} failed, e.g. {first_path}: {first_message})")
+    return np.stack(images), np.array(labels, dtype=np.uint8), errors
+
+
+# --- opening files -------------------------------------------------------------------------
+
+
+def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """Read a regular file of at most `max_bytes` bytes; ImageError for anything else.
+
+    Opens non-blocking and checks the file type before reading, so a FIFO or a device file
+    named `x.png` is refused instead of hanging the reader.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError) as exc:
+        raise ImageError(_describe_os_error(exc)) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageError("is a folder, not a file")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageError("not a regular file")
+        if info.st_size > max_bytes:
+            raise ImageError(f"file too large: {info.st_size} bytes (limit {max_bytes})")
+        chunks = []
+        size = 0
+        while size <= max_bytes:  # st_size can lie (a file still being written)
+            chunk = os.read(fd, max_bytes + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ImageError(_describe_os_error(exc)) from None
+    finally:
+        os.close(fd)
+    if size > max_bytes:
+        raise ImageError(f"file too large: more than {max_bytes} bytes")
+    if size == 0:
+        raise ImageError("empty file")
+    return b"".join(chunks)
+
+
+def _describe_os_error(exc: Exception) -> str:
+    """A one-line, plain description of why a file or folder could not be read."""
+    if isinstance(exc, ValueError):  # e.g. a NUL byte in the path
+        return "invalid file name"
+    code = getattr(exc, "errno", None)
+    if code == errno.ENOENT:
+        return "file not found"
+    if code in (errno.EACCES, errno.EPERM):
+        return "unreadable: permission denied"
+    if code == errno.ELOOP:
+        return "unreadable: symlink loop"
+    if code == errno.EISDIR:
+        return "is a folder, not a file"
+    if code == errno.ENOTDIR:
+        return "file not found (a parent is not a folder)"
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return "unreadable: " + _one_line(reason[:1].lower() + reason[1:])
+
+
+@contextlib.contextmanager
+def _pillow_errors(max_pixels: int) -> Iterator[None]:
+    """Turn what Pillow raises on bad input (and its decompression-bomb warning) into ImageError.
+
+    Wrap only Pillow calls: the exception types are broad. warnings.catch_warnings changes
+    process-wide state, which is fine in digitq's single-threaded worker processes.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except UnidentifiedImageError:
+        raise ImageError("not an image file (or not PNG, JPEG, BMP, GIF, TIFF, WebP, PGM/PPM)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = _BOMB_SIZE_RE.search(str(exc))
+        size = f"{found.group(1)} pixels" if found else "too many pixels"
+        raise ImageError(f"image too large: {size} (limit {max_pixels})") from None
+    except _CORRUPT_IMAGE_ERRORS as exc:
+        if isinstance(exc, OSError) and "not available" in str(exc):  # "decoder xyz not available"
+            raise ImageError(f"unsupported image encoding: {_one_line(str(exc))}") from None
+        raise ImageError("truncated or corrupt image") from None
+
+
+def _apply_exif_orientation(image: Image.Image) -> Image.Image:
+    """Rotate/flip as the camera's EXIF orientation tag says; a damaged EXIF block is ignored
+    (the picture itself decoded fine, so it is used as stored)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except _CORRUPT_IMAGE_ERRORS:
+        return image
+
+
+# --- grey levels ----------------------------------------------------------------------------
+
+
+def _to_gray(image: Image.Image) -> np.ndarray:
+    """8-bit grey levels (uint8, 2-D) of any Pillow mode, transparency flattened.
+
+    Colour becomes luma (ITU-R 601). High-bit-depth modes (I;16, I, F) are scaled from their
+    value range, not clipped as Pillow's own conversion to "L" would clip them.
+    """
+    mode = image.mode
+    if mode in ("I", "F") or mode.startswith("I;"):
+        return _scale_high_depth(np.asarray(image), mode)
+    if mode in ("La", "RGBa"):  # premultiplied alpha
+        image = _convert(image, mode.upper())
+        mode = image.mode
+    has_alpha = mode in ("LA", "RGBA", "PA") or "transparency" in image.info
+    if not has_alpha:
+        if mode not in ("1", "L", "P", "RGB", "RGBX"):  # CMYK, YCbCr, HSV, LAB, ...
+            image = _convert(image, "RGB")
+        return np.asarray(_convert(image, "L"))
+    if mode == "LA":
+        return np.asarray(_flatten_alpha(image.getchannel("L"), image.getchannel("A")))
+    rgba = _convert(image, "RGBA")
+    return np.asarray(_flatten_alpha(_convert(rgba, "L"), rgba.getchannel("A")))
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    """Pillow's convert(); ImageError if Pillow cannot convert from the image's mode."""
+    try:
+        return image.convert(mode)
+    except ValueError:
+        raise ImageError(f"unsupported colour mode {image.mode}") from None
+
+
+def _scale_high_depth(values: np.ndarray, mode: str) -> np.ndarray:
+    """Map 16/32-bit integer or float grey levels to uint8.
+
+    The first of these ranges that holds every value is mapped to 0..255: I;16 modes
+    0..65535; mode I 0..255, then 0..65535; mode F 0..1, then 0..255; else the values'
+    own min..max. A fixed range (not min..max) keeps a blank 16-bit image blank.
+    """
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if mode.startswith("I;16"):
+        ranges = [(0.0, 65535.0)]
+    elif mode == "F":
+        ranges = [(0.0, 1.0), (0.0, 255.0)]
+    else:
+        ranges = [(0.0, 255.0), (0.0, 65535.0)]
+    bottom, top = next(((b, t) for b, t in ranges if b <= low and high <= t), (low, max(high, low + 1.0)))
+    values -= bottom
+    values *= 255.0 / (top - bottom)
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _flatten_alpha(gray: Image.Image, alpha: Image.Image) -> Image.Image:
+    """Composite grey levels over a background so transparent pixels become background.
+
+    The colour stored under alpha 0 is meaningless (often black, often white), so it is
+    never looked at. If under half the image is opaque, the opaque part is the ink: the
+    background gets the opposite shade (white under dark ink, black under light ink). If
+    most of it is opaque, the opaque part is paper: transparent margins get the paper's
+    median shade. Fully opaque images are returned unchanged.
+    """
+    if alpha.getextrema()[0] == 255:
+        return gray
+    visible = alpha.point(lambda a: 255 if a >= 128 else 0)
+    stats = ImageStat.Stat(gray, mask=visible)
+    if stats.count[0] == 0:  # nothing visible
+        return Image.new("L", gray.size, 0)
+    shade = stats.median[0]
+    if stats.count[0] < 0.5 * gray.width * gray.height:
+        background = 255 if shade < 128 else 0
+    else:
+        background = shade
+    canvas = Image.new("L", gray.size, background)
+    canvas.paste(gray, (0, 0), alpha)
+    return canvas
+
+
+def _stretch_ink(gray: np.ndarray) -> np.ndarray:
+    """Make ink bright on a 0 background: fix the polarity and stretch the levels (uint8 in and out).
+
+    The background level is the median of the 1-pixel border. Ink is whatever differs from
+    it by more than INK_CONTRAST; its side (darker or lighter than the background) is the one
+    with more "excess contrast energy": the sum over pixels of (distance from background -
+    INK_CONTRAST)^2. Squaring lets a strong stroke outweigh a wide, faint shading; the
+    margin ignores noise. Dark-side ink means dark on light: the image is inverted.
+    Then a linear map sends the black point (background + noise margin) to 0 and the ink
+    level (INK_LEVEL_PERCENTILE of the ink pixels) to 255, clipping outside. Pixels between
+    stay grey, so anti-aliased edges survive. Raises ImageError if no pixel counts as ink.
+    """
+    border = np.concatenate([gray[0], gray[-1], gray[1:-1, 0], gray[1:-1, -1]]).astype(np.float64)
+    background = float(np.median(border))
+    counts = np.bincount(gray.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256, dtype=np.float64)
+    dark_energy = counts @ np.clip(background - levels - INK_CONTRAST, 0, None) ** 2
+    light_energy = counts @ np.clip(levels - background - INK_CONTRAST, 0, None) ** 2
+    if dark_energy == 0 and light_energy == 0:
+        raise ImageError("no ink found (the image is blank or has too little contrast)")
+    if dark_energy > light_energy:
+        levels, background = 255 - levels, 255 - background  # level each stored value maps to
+    noise = 1.4826 * float(np.median(np.abs(border - np.median(border))))  # robust std dev
+    black = background + min(max(NOISE_SIGMAS * noise, MIN_NOISE_MARGIN), INK_CONTRAST)
+    ink_counts = np.where(levels > background + INK_CONTRAST, counts, 0.0)
+    order = np.argsort(levels)
+    cumulative = np.cumsum(ink_counts[order])
+    white = levels[order][np.searchsorted(cumulative, cumulative[-1] * INK_LEVEL_PERCENTILE / 100)]
+    white = max(white, black + 1)
+    table = np.clip((levels - black) * (255.0 / (white - black)), 0, 255)
+    return np.rint(table).astype(np.uint8)[gray]
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+
+def _find_ink_box(ink: np.ndarray) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right), inclusive, of the box holding the ink, less at most
+    CROP_TRIM_FRACTION of the ink on each side (drops isolated specks)."""
+    rows = ink.sum(axis=1, dtype=np.int64)
+    cols = ink.sum(axis=0, dtype=np.int64)
+    total = int(rows.sum())
+    if total == 0:
+        raise ImageError("no ink found (the image is blank or has too little contrast)")
+    allowance = CROP_TRIM_FRACTION * total
+
+    def first_beyond(sums: np.ndarray) -> int:
+        return int(np.argmax(np.cumsum(sums) > allowance))
+
+    return (
+        first_beyond(rows),
+        len(rows) - 1 - first_beyond(rows[::-1]),
+        first_beyond(cols),
+        len(cols) - 1 - first_beyond(cols[::-1]),
+    )
+
+
+def _fit_digit_box(crop: np.ndarray) -> np.ndarray:
+    """Scale the cropped ink so its longer side is DIGIT_BOX pixels, keeping the aspect ratio.
+
+    Shrinking averages areas (Pillow BOX), which gives MNIST's anti-aliased grey edges
+    without ringing; enlarging (tiny inputs) is bilinear. Works in float so thin strokes in
+    a big image do not round away. The result's brightest pixel is set to 255, as in MNIST.
+    """
+    height, width = crop.shape
+    scale = DIGIT_BOX / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    image = Image.fromarray(crop.astype(np.float32))  # mode "F"
+    if size != (width, height):
+        resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+        image = image.resize(size, resample)
+    digit = np.clip(np.asarray(image, dtype=np.float32), 0, None)
+    peak = float(digit.max())
+    if peak <= 0:
+        raise ImageError("no ink found (the image is blank or has too little contrast)")
+    return digit * (255.0 / peak)
+
+
+def _centre_on_canvas(digit: np.ndarray) -> np.ndarray:
+    """Place the digit in a 28x28 canvas with its centre of mass at MNIST_CENTRE.
+
+    The shift is rounded to whole pixels (no resampling), then clamped so the whole digit
+    stays inside the canvas; a lopsided digit can then sit up to 4 px off centre.
+    """
+    height, width = digit.shape
+    total = float(digit.sum())
+    centre_row = float(digit.sum(axis=1) @ np.arange(height)) / total
+    centre_col = float(digit.sum(axis=0) @ np.arange(width)) / total
+    top = min(max(math.floor(MNIST_CENTRE - centre_row + 0.5), 0), MNIST_SIZE - height)
+    left = min(max(math.floor(MNIST_CENTRE - centre_col + 0.5), 0), MNIST_SIZE - width)
+    canvas = np.zeros((MNIST_SIZE, MNIST_SIZE), dtype=np.float32)
+    canvas[top : top + height, left : left + width] = digit
+    return np.clip(np.rint(canvas), 0, 255).astype(np.uint8)
+
+
+# --- small helpers --------------------------------------------------------------------------
+
+
+def _list_folder(folder: Path) -> list[os.DirEntry]:
+    """A folder's entries sorted by name (OSError if it cannot be listed)."""
+    with os.scandir(folder) as entries:
+        return sorted(entries, key=lambda entry: entry.name)
+
+
+def _walk(entries: list[os.DirEntry], visited: set[tuple[int, int]], recursive: bool) -> Iterator[Path]:
+    """Yield candidate files depth first in name order; see `iter_image_files`.
+
+    `visited` holds (device, inode) of the folders already walked; an explicit stack, not
+    recursion, so a very deep tree cannot exhaust Python's recursion limit.
+    """
+    stack = [iter(entries)]
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        if entry.name.startswith(".") or entry.name.lower() in IGNORED_FILE_NAMES:
+            continue
+        path = Path(entry.path)
+        try:
+            is_folder = entry.is_dir()  # follows symlinks; raises on a symlink loop
+            info = entry.stat() if is_folder else None
+        except OSError:
+            yield path  # load_image(path) says why ("unreadable: symlink loop", ...)
+            continue
+        if not is_folder:
+            yield path
+        elif recursive and (info.st_dev, info.st_ino) not in visited:
+            visited.add((info.st_dev, info.st_ino))
+            try:
+                stack.append(iter(_list_folder(path)))
+            except OSError:
+                yield path  # load_image(path) then says why ("unreadable: permission denied")
+
+
+def _stat_folder(folder: Path) -> os.stat_result:
+    """stat() of a folder given by the user; ImageError if it is missing or not a folder."""
+    name = _one_line(str(folder))
+    try:
+        info = folder.stat()
+    except (OSError, ValueError) as exc:
+        if getattr(exc, "errno", None) == errno.ENOENT:
+            raise ImageError(f"{name}: folder not found") from None
+        raise ImageError(f"{name}: {_describe_os_error(exc)}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"{name}: not a folder")
+    return info
+
+
+def _is_folder(path: Path) -> bool:
+    """True if `path` is a folder (following symlinks); False also when it cannot be examined."""
+    try:
+        return path.is_dir()
+    except OSError:  # a symlink loop raises on some Python versions
+        return False
+
+
+def _one_line(text: str) -> str:
+    """`text` with line breaks and other control characters replaced by spaces."""
+    return "".join(" " if ord(char) < 32 or ord(char) == 127 else char for char in text)

@@ -1,0 +1,48 @@
+"""Names that cross process boundaries: Celery task names, queues, job states, Redis keys.
+
+The client submits by task name (`send_task`), so any Celery client can submit a job
+without importing digitq's worker.
+"""
+
+from enum import Enum
+
+TRAIN_TASK = "digitq.train"
+PREDICT_TASK = "digitq.predict"
+
+TRAIN_QUEUE = "train"
+PREDICT_QUEUE = "predict"
+ALL_QUEUES = (TRAIN_QUEUE, PREDICT_QUEUE)
+
+KEY_PREFIX = "digitq:"
+JOBS_INDEX_KEY = KEY_PREFIX + "jobs"  # sorted set: job id -> submitted time (unix seconds)
+
+
+def job_key(job_id: str) -> str:
+    """Hash with a job's kind, request (JSON) and submit time."""
+    return f"{KEY_PREFIX}job:{job_id}"
+
+
+def cancel_key(job_id: str) -> str:
+    """Set when `digitq cancel` asks a job to stop; read by the worker before and during a job."""
+    return f"{KEY_PREFIX}cancel:{job_id}"
+
+
+def lease_key(job_id: str) -> str:
+    """Held (with a TTL renewed by a heartbeat) by the one worker running a job."""
+    return f"{KEY_PREFIX}lease:{job_id}"
+
+
+class JobState(str, Enum):
+    """A job's state; the values are Celery's state strings plus our PROGRESS."""
+
+    PENDING = "PENDING"  # queued, or unknown to the result backend
+    STARTED = "STARTED"
+    PROGRESS = "PROGRESS"
+    SUCCESS = "SUCCESS"
+    FAILURE = "FAILURE"
+    REVOKED = "REVOKED"  # cancelled
+    RETRY = "RETRY"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCESS, JobState.FAILURE, JobState.REVOKED)

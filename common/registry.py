@@ -1,0 +1,113 @@
+"""The model registry: named, versioned models in Redis; their files live on the shared volume.
+
+Keys (all under `digitq:`):
+    models                 set of model names
+    model:<name>           hash: version -> JSON record
+    model:<name>:next      counter for the next version
+    model:<name>:promoted  the version that NAME alone resolves to
+    model-by-job:<job_id>  "name:version" registered by that job (a redelivered job registers once)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from digitq.common.errors import InvalidRequest, NoSuchModel
+from digitq.common.names import KEY_PREFIX
+from digitq.common.schemas import check_model_name
+
+MODELS_KEY = KEY_PREFIX + "models"
+
+
+def _versions_key(name: str) -> str:
+    return f"{KEY_PREFIX}model:{name}"
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None]:
+    """'NAME' or 'NAME:VERSION' -> (name, version or None)."""
+    name, _, version = str(ref).partition(":")
+    check_model_name(name)
+    if not version:
+        return name, None
+    if not version.isdigit() or int(version) < 1:
+        raise InvalidRequest(f"invalid model version {version!r} in {ref!r}: use NAME or NAME:VERSION (1, 2, ...)")
+    return name, int(version)
+
+
+def register_model(r, name: str, job_id: str, record: dict) -> int:
+    """Add a version of `name` for `job_id` and return it; the same job always gets the same version."""
+    check_model_name(name)
+    by_job = f"{KEY_PREFIX}model-by-job:{job_id}"
+    existing = r.get(by_job)
+    if existing:
+        return int(existing.decode().rpartition(":")[2])
+    version = int(r.incr(f"{_versions_key(name)}:next"))
+    record = {**record, "name": name, "version": version, "job_id": job_id, "created": time.time()}
+    if not r.set(by_job, f"{name}:{version}", nx=True):  # a concurrent duplicate won the race
+        return int(r.get(by_job).decode().rpartition(":")[2])
+    pipe = r.pipeline()
+    pipe.sadd(MODELS_KEY, name)
+    pipe.hset(_versions_key(name), str(version), json.dumps(record))
+    pipe.execute()
+    return version
+
+
+def list_models(r) -> list[dict]:
+    """Every version of every model, newest first within a name, with `promoted` set."""
+    out = []
+    for raw in sorted(r.smembers(MODELS_KEY)):
+        name = raw.decode()
+        promoted = r.get(f"{_versions_key(name)}:promoted")
+        versions = r.hgetall(_versions_key(name))
+        for v in sorted(versions, key=lambda k: -int(k)):
+            rec = json.loads(versions[v])
+            rec["promoted"] = promoted is not None and int(promoted) == int(v)
+            out.append(rec)
+    return out
+
+
+def resolve_model(r, ref: str) -> dict:
+    """The record for 'NAME[:VERSION]': the given version, else the promoted one, else the newest."""
+    name, version = parse_model_ref(ref)
+    versions = r.hgetall(_versions_key(name))
+    if not versions:
+        raise NoSuchModel(f"no model named {name!r} (see `digitq models list`)")
+    if version is None:
+        promoted = r.get(f"{_versions_key(name)}:promoted")
+        version = int(promoted) if promoted is not None else max(int(v) for v in versions)
+    raw = versions.get(str(version).encode())
+    if raw is None:
+        raise NoSuchModel(f"model {name!r} has no version {version} (see `digitq models list`)")
+    rec = json.loads(raw)
+    promoted = r.get(f"{_versions_key(name)}:promoted")
+    rec["promoted"] = promoted is not None and int(promoted) == version
+    return rec
+
+
+def promote_model(r, ref: str) -> dict:
+    """Make NAME resolve to VERSION."""
+    name, version = parse_model_ref(ref)
+    if version is None:
+        raise InvalidRequest(f"promote needs NAME:VERSION, got {ref!r}")
+    rec = resolve_model(r, ref)
+    r.set(f"{_versions_key(name)}:promoted", version)
+    rec["promoted"] = True
+    return rec
+
+
+def delete_model(r, ref: str) -> dict:
+    """Remove one version from the registry (its files stay with the job that made them)."""
+    name, version = parse_model_ref(ref)
+    if version is None:
+        raise InvalidRequest(f"delete needs NAME:VERSION, got {ref!r}")
+    rec = resolve_model(r, ref)
+    pipe = r.pipeline()
+    pipe.hdel(_versions_key(name), str(version))
+    promoted = r.get(f"{_versions_key(name)}:promoted")
+    if promoted is not None and int(promoted) == version:
+        pipe.delete(f"{_versions_key(name)}:promoted")
+    pipe.execute()
+    if not r.hlen(_versions_key(name)):
+        r.srem(MODELS_KEY, name)
+    return rec

@@ -1,0 +1,107 @@
+"""Settings from DIGITQ_* environment variables, with their defaults and units.
+
+`load_settings()` reads the environment each time it is called, so a process that changes
+its environment (a test, the embedded stack) sees the change. Paths are made absolute at
+load time: a worker started from another directory must see the same files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from digitq.common.errors import DigitqError
+
+DEFAULT_MNIST_MIRRORS = (
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+)
+"""Where the worker fetches the four MNIST IDX files when they are missing (sha256-checked)."""
+
+DEFAULT_VISIBILITY_TIMEOUT = 600
+"""Seconds before Redis hands an un-acked job to another worker. A running job keeps a lease
+alive, so a redelivery while it still runs is refused; see README "Guarantees"."""
+
+DEFAULT_LEASE_SECONDS = 60
+"""Seconds a running job's lease lives without a heartbeat: how long a dead worker holds a job."""
+
+DEFAULT_RESULT_TTL = 7 * 24 * 3600
+"""Seconds Redis keeps a finished job's state and result."""
+
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""Largest job message (JSON, bytes) a worker accepts."""
+
+
+def default_home() -> Path:
+    """`$XDG_DATA_HOME/digitq`, else `~/.local/share/digitq`."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "digitq"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path  # DIGITQ_HOME: the shared volume (jobs, models, logs, embedded stack)
+    data_dir: Path  # DIGITQ_DATA_DIR: holds mnist/*.gz and users' image folders
+    broker_url: str | None  # DIGITQ_BROKER_URL; None means "use the embedded stack"
+    result_backend: str | None  # DIGITQ_RESULT_BACKEND; defaults to the broker
+    mnist_mirrors: tuple[str, ...] = DEFAULT_MNIST_MIRRORS  # DIGITQ_MNIST_MIRRORS, comma-separated
+    cpu_replicas: int = 0  # DIGITQ_CPU_REPLICAS: split the CPU into N logical devices (0 = don't)
+    gpus: str | None = None  # DIGITQ_GPUS: "0,1" = the GPUs this worker owns; None = all
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT  # seconds
+    lease_seconds: int = DEFAULT_LEASE_SECONDS  # seconds
+    result_ttl: int = DEFAULT_RESULT_TTL  # seconds
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # bytes
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Per-job folders: `<home>/jobs/<job_id>/`."""
+        return self.home / "jobs"
+
+    @property
+    def local_dir(self) -> Path:
+        """The embedded stack's pid files, logs, password and Redis data."""
+        return self.home / "local"
+
+    @property
+    def mnist_dir(self) -> Path:
+        return self.data_dir / "mnist"
+
+
+def _int_env(name: str, default: int, minimum: int = 0) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise DigitqError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise DigitqError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _path_env(name: str, default: Path) -> Path:
+    raw = os.environ.get(name, "").strip()
+    return Path(raw).expanduser().resolve() if raw else default.expanduser().resolve()
+
+
+def load_settings() -> Settings:
+    """Read the DIGITQ_* environment variables (see README "Configuration")."""
+    home = _path_env("DIGITQ_HOME", default_home())
+    mirrors = os.environ.get("DIGITQ_MNIST_MIRRORS", "").strip()
+    broker = os.environ.get("DIGITQ_BROKER_URL", "").strip() or None
+    return Settings(
+        home=home,
+        data_dir=_path_env("DIGITQ_DATA_DIR", home / "data"),
+        broker_url=broker,
+        result_backend=os.environ.get("DIGITQ_RESULT_BACKEND", "").strip() or broker,
+        mnist_mirrors=tuple(m.strip() for m in mirrors.split(",") if m.strip()) if mirrors else DEFAULT_MNIST_MIRRORS,
+        cpu_replicas=_int_env("DIGITQ_CPU_REPLICAS", 0),
+        gpus=os.environ.get("DIGITQ_GPUS", "").strip() or None,
+        visibility_timeout=_int_env("DIGITQ_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, 1),
+        lease_seconds=_int_env("DIGITQ_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, 1),
+        result_ttl=_int_env("DIGITQ_RESULT_TTL", DEFAULT_RESULT_TTL, 1),
+        max_message_bytes=_int_env("DIGITQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024),
+    )

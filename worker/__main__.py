@@ -1,0 +1,56 @@
+"""`digitq-worker` / `python -m digitq.worker`: one Celery worker process that owns this machine's GPUs.
+
+With one process (the default) the solo pool runs jobs in this very process: TensorFlow is
+set up once, here, after the GPU selection and before anything could fork. With
+--concurrency > 1 (CPU prediction workers) each pool child sets TensorFlow up itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+
+from digitq.common.errors import DigitqError
+from digitq.common.names import ALL_QUEUES
+from digitq.common.settings import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="digitq-worker", description=__doc__.splitlines()[0])
+    p.add_argument("--queues", default=",".join(ALL_QUEUES), help="comma-separated queues to serve (train,predict)")
+    p.add_argument("--concurrency", type=int, default=1, help="job processes (1 = solo, for GPU machines)")
+    p.add_argument("--hostname", default=f"digitq@{socket.gethostname()}", help="Celery node name")
+    p.add_argument("--loglevel", default="INFO")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
+    try:
+        queues = [q.strip() for q in args.queues.split(",") if q.strip()]
+        unknown = sorted(set(queues) - set(ALL_QUEUES))
+        if unknown or not queues:
+            raise DigitqError(f"unknown queue(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(ALL_QUEUES)}")
+        if args.concurrency < 1:
+            raise DigitqError(f"--concurrency must be >= 1, got {args.concurrency}")
+        settings = load_settings()
+        from digitq.worker.devices import configure_devices, select_gpus_env
+
+        select_gpus_env(settings)  # before TensorFlow is imported anywhere
+        from digitq.worker.tasks import app
+
+        if args.concurrency == 1:
+            info = configure_devices(settings)
+            logging.getLogger("digitq.worker").info("devices: %s", info)
+            pool = ["-P", "solo"]
+        else:
+            pool = ["-P", "prefork", "-c", str(args.concurrency)]
+    except DigitqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    app.worker_main(["worker", *pool, "-Q", ",".join(queues), "-n", args.hostname, "-l", args.loglevel,
+                     "--without-gossip", "--without-mingle"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

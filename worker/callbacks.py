@@ -1,0 +1,128 @@
+"""Keras callbacks that connect a training run to the service: live progress, a persisted
+per-epoch history that survives redelivery, cancellation, and backups for resuming."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import keras
+
+from digitq.common.errors import JobCancelled
+from digitq.worker.checkpoints import read_json, write_json
+
+PROGRESS_INTERVAL = 0.5
+"""Seconds between two progress reports (each is a write to the result backend)."""
+
+CANCEL_CHECK_INTERVAL = 1.0
+"""Seconds between two looks at the job's cancel flag in Redis."""
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Reports epoch, batch, loss, accuracy and ETA through `report(dict)`, at most every 0.5 s."""
+
+    def __init__(self, report: Callable[[dict], None], epochs: int, steps_per_epoch: int, images_per_step: int):
+        super().__init__()
+        self._report = report
+        self.epochs = epochs
+        self.steps = steps_per_epoch
+        self.images_per_step = images_per_step
+        self._last = 0.0
+
+    def on_train_begin(self, logs=None):
+        self._t0 = time.monotonic()
+        self._first_epoch = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+        self._epoch = epoch
+
+    def _meta(self, batch: int, logs: dict) -> dict:
+        elapsed = time.monotonic() - self._t0
+        done = (self._epoch - self._first_epoch) * self.steps + batch
+        total = (self.epochs - self._first_epoch) * self.steps
+        meta = {
+            "phase": "train",
+            "epoch": self._epoch + 1,
+            "epochs": self.epochs,
+            "batch": batch,
+            "batches": self.steps,
+            "elapsed": round(elapsed, 2),
+            "eta": round(elapsed / done * (total - done), 1) if done else None,
+            "images_per_second": round(done * self.images_per_step / elapsed, 1) if elapsed > 0 else None,
+        }
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if logs and key in logs:
+                meta[key] = round(float(logs[key]), 5)
+        return meta
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self._last >= PROGRESS_INTERVAL:
+            self._last = now
+            self._report(self._meta(batch + 1, logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._last = time.monotonic()
+        self._report(self._meta(self.steps, logs))
+
+
+class CancelCallback(keras.callbacks.Callback):
+    """Stops training at once (raises JobCancelled) when `should_stop()` turns true."""
+
+    def __init__(self, should_stop: Callable[[], bool]):
+        super().__init__()
+        self._should_stop = should_stop
+        self._last = 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self._last >= CANCEL_CHECK_INTERVAL:
+            self._last = now
+            if self._should_stop():
+                raise JobCancelled("job cancelled")
+
+
+class HistoryCallback(keras.callbacks.Callback):
+    """Appends one entry per epoch to history.json (atomically), keeping the entries of earlier
+    deliveries of the same job; the first epoch after a resume is marked `"resumed": true`."""
+
+    def __init__(self, path: Path, train_images: int):
+        super().__init__()
+        self.path = path
+        self.train_images = train_images
+        self.entries: list = []
+
+    def on_train_begin(self, logs=None):
+        start = int(getattr(self.model, "_initial_epoch", 0) or 0)
+        self.entries = (read_json(self.path, []) or [])[:start]
+        self._resumed = start > 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        seconds = time.monotonic() - self._t
+        entry = {"epoch": epoch + 1}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if logs and key in logs:
+                entry[key] = float(logs[key])
+        entry["seconds"] = round(seconds, 3)
+        entry["images_per_second"] = round(self.train_images / seconds, 1) if seconds > 0 else None
+        if self._resumed:
+            entry["resumed"] = True
+            self._resumed = False
+        self.entries.append(entry)
+        write_json(self.path, self.entries)
+
+
+class EpochAndBatchBackup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that saves at every epoch end as well as every `save_freq` batches
+    (Keras saves only one or the other)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            self._save_model()

@@ -1,0 +1,55 @@
+"""What a worker does with one job message, as plain functions the Celery tasks call.
+
+Kept apart from tasks.py so tests call them directly: validate the message, skip a job that is
+cancelled or already finished, train, register the model, store the result on the shared volume.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from digitq.common.errors import JobCancelled
+from digitq.common.names import cancel_key
+from digitq.common.registry import register_model
+from digitq.common.schemas import TrainRequest, check_job_id
+from digitq.common.settings import Settings
+from digitq.worker import checkpoints
+
+log = logging.getLogger("digitq.worker")
+
+
+def is_cancelled(r, job_id: str) -> bool:
+    return bool(r.exists(cancel_key(job_id)))
+
+
+def run_train_job(job_id: str, payload, settings: Settings, r, report=None) -> dict:
+    """Run one training job message and return its TrainResult as a dict.
+
+    A job whose result.json exists (a redelivery after it finished) returns that result
+    without training again; a cancelled job raises JobCancelled before or during training.
+    """
+    from digitq.worker.train import train
+
+    check_job_id(job_id)
+    request = TrainRequest.from_dict(payload)
+    folder = checkpoints.job_dir(settings, job_id)
+    done = checkpoints.read_json(folder / "result.json")
+    if done is not None:
+        log.info("job %s already finished; returning its stored result", job_id)
+        return done
+    if is_cancelled(r, job_id):
+        raise JobCancelled("job cancelled before it started")
+    result = train(request, job_id, settings, report=report, should_stop=lambda: is_cancelled(r, job_id))
+    version = register_model(r, request.name, job_id, {
+        "arch": request.arch,
+        "hyperparameters": request.to_dict(),
+        "dataset": result.dataset,
+        "test_accuracy": result.test_accuracy,
+        "test_loss": result.test_loss,
+        "path": result.model_path,
+        "kind": "single",
+    })
+    result.model = f"{request.name}:{version}"
+    data = result.to_dict()
+    checkpoints.write_json(folder / "result.json", data)
+    return data

