@@ -71,14 +71,25 @@ def _normalise(inputs, mean: float, std: float):
     return layers.Normalization(mean=mean, variance=std**2, name="standardise")(x)
 
 
-def _conv_bn(x, channels: int, name: str):
+def _batch_norm(name: str, synchronized: bool):
+    # Under MirroredStrategy, Keras 3 keeps a separate moving mean/variance per replica (they
+    # drift apart, and the saved model gets replica 0's); synchronized BN normalises with the
+    # global batch's statistics, so every replica holds the same values, as on one device.
+    return layers.BatchNormalization(synchronized=synchronized, name=name)
+
+
+def _conv_bn(x, channels: int, name: str, synchronized: bool):
     x = layers.Conv2D(channels, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = _batch_norm(f"{name}_bn", synchronized)(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_model(hp: HParams, mean: float = MNIST_MEAN, std: float = MNIST_STD) -> keras.Model:
-    """An uncompiled model for `hp.arch`; `mean`/`std` are the training pixels' on [0, 1]."""
+def build_model(hp: HParams, mean: float = MNIST_MEAN, std: float = MNIST_STD, replicas: int = 1) -> keras.Model:
+    """An uncompiled model for `hp.arch`; `mean`/`std` are the training pixels' on [0, 1].
+
+    `replicas` > 1 (inside a MirroredStrategy scope) makes batch-norm layers synchronized.
+    """
+    sync = replicas > 1
     inputs = keras.Input(shape=(28, 28, 1), name="pixels")
     x = _normalise(inputs, mean, std)
     if hp.arch == "seed-cnn":
@@ -97,15 +108,15 @@ def build_model(hp: HParams, mean: float = MNIST_MEAN, std: float = MNIST_STD) -
             x = layers.Dropout(hp.dropout, name=f"dropout{i + 1}")(x)
     elif hp.arch == "cnn":
         c1, c2 = hp.conv_channels
-        x = _conv_bn(x, c1, "s1a")
-        x = _conv_bn(x, c1, "s1b")
+        x = _conv_bn(x, c1, "s1a", sync)
+        x = _conv_bn(x, c1, "s1b", sync)
         x = layers.MaxPooling2D(2, name="pool1")(x)
-        x = _conv_bn(x, c2, "s2a")
-        x = _conv_bn(x, c2, "s2b")
+        x = _conv_bn(x, c2, "s2a", sync)
+        x = _conv_bn(x, c2, "s2b", sync)
         x = layers.MaxPooling2D(2, name="pool2")(x)
         x = layers.Flatten(name="flatten")(x)
         x = layers.Dense(hp.dense_units, use_bias=False, name="fc1")(x)
-        x = layers.BatchNormalization(name="fc1_bn")(x)
+        x = _batch_norm("fc1_bn", sync)(x)
         x = layers.ReLU(name="fc1_relu")(x)
         x = layers.Dropout(hp.dropout, name="dropout")(x)
     else:  # TrainRequest validation makes this unreachable from a job message

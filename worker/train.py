@@ -69,7 +69,7 @@ def train(
 
     keras.utils.set_random_seed(request.seed)
     with strategy.scope():
-        model = build_model(hp, mean, std)
+        model = build_model(hp, mean, std, replicas)
         compile_model(model, hp, steps_per_epoch * request.epochs, jit=request.jit)
 
     train_ds = data.make_tf_dataset(ds.train, global_batch, shuffle=request.shuffle, seed=request.seed)
@@ -98,7 +98,9 @@ def train(
 
         model_path = folder / "model.keras"
         partial = folder / ".partial.keras"
-        model.save(partial)
+        # The saved model is for inference: uncompiled, so plain Keras loads it without digitq's
+        # learning-rate schedule class (resuming uses backup/, not this file).
+        keras.Model(model.inputs, model.outputs, name=model.name).save(partial)
         os.replace(partial, model_path)
     finally:
         del model

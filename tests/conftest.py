@@ -1,0 +1,89 @@
+"""Fixtures with real parts: a redis-server of the test's own on a free port, real worker
+processes, and the canonical MNIST files from DIGITQ_DATA_DIR (default ../shared/data)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.processes import RedisServer, WorkerProcess
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _data_dir() -> Path:
+    raw = os.environ.get("DIGITQ_DATA_DIR") or str(REPO.parent / "shared" / "data")
+    return Path(raw).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = _data_dir()
+    if not (d / "mnist" / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"MNIST files not found in {d}/mnist (set DIGITQ_DATA_DIR)")
+    return d
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch, data_dir) -> Path:
+    """A fresh DIGITQ_HOME, with DIGITQ_DATA_DIR at the shared MNIST files and no broker set."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("DIGITQ_HOME", str(h))
+    monkeypatch.setenv("DIGITQ_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DIGITQ_BROKER_URL", raising=False)
+    monkeypatch.delenv("DIGITQ_RESULT_BACKEND", raising=False)
+    return h
+
+
+def _need_redis():
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server not on PATH")
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory):
+    """One redis-server for the session's integration tests (tests that kill Redis make their own)."""
+    _need_redis()
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of this test's own, with AOF on, that the test may kill and restart."""
+    _need_redis()
+    server = RedisServer(tmp_path / "redis", appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_home(tmp_path_factory, data_dir) -> Path:
+    return tmp_path_factory.mktemp("shared-home")
+
+
+@pytest.fixture(scope="session")
+def shared_worker(shared_redis, shared_home, data_dir):
+    """A real worker process (2 CPU replicas) on the session's Redis."""
+    w = WorkerProcess(shared_redis.url, shared_home, data_dir, name="w1", cpu_replicas=2)
+    w.start()
+    w.wait_ready()
+    yield w
+    w.stop()
+
+
+@pytest.fixture
+def client_env(shared_redis, shared_home, data_dir, monkeypatch):
+    """Environment for a client talking to the shared worker."""
+    monkeypatch.setenv("DIGITQ_BROKER_URL", shared_redis.url)
+    monkeypatch.setenv("DIGITQ_HOME", str(shared_home))
+    monkeypatch.setenv("DIGITQ_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("DIGITQ_RESULT_BACKEND", raising=False)
+    return dict(os.environ)

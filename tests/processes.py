@@ -1,0 +1,146 @@
+"""Real processes for the tests: redis-server and digitq workers, started and killed for real."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+READY_TIMEOUT = 90.0
+"""Seconds a worker may take to import TensorFlow and connect (2 busy cores can be slow)."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server on a free loopback port with a password, data under `folder`."""
+
+    def __init__(self, folder: Path, appendonly: bool = False, password: str = "test-secret"):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.password = password
+        self.appendonly = appendonly
+        self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url)
+
+    def start(self) -> None:
+        log = open(self.folder / "redis.log", "ab")
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password,
+             "--dir", str(self.folder), "--appendonly", "yes" if self.appendonly else "no", "--save", "",
+             "--appendfsync", "always"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.client().ping()
+                return
+            except redis.exceptions.RedisError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start; see {self.folder / 'redis.log'}")
+                time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class WorkerProcess:
+    """`python -m digitq.worker` as a real subprocess, its output in `<home>/worker-<name>.log`."""
+
+    def __init__(self, broker_url: str, home: Path, data_dir: Path, name: str = "w1", cpu_replicas: int = 1,
+                 queues: str = "train,predict", extra_env: dict | None = None):
+        self.broker_url = broker_url
+        self.home = Path(home)
+        self.data_dir = Path(data_dir)
+        self.name = name
+        self.cpu_replicas = cpu_replicas
+        self.queues = queues
+        self.extra_env = extra_env or {}
+        self.proc = None
+        self.log_path = self.home / f"worker-{name}.log"
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "DIGITQ_BROKER_URL": self.broker_url,
+            "DIGITQ_HOME": str(self.home),
+            "DIGITQ_DATA_DIR": str(self.data_dir),
+            "DIGITQ_CPU_REPLICAS": str(self.cpu_replicas),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+        })
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "digitq.worker", "--queues", self.queues, "--hostname", f"{self.name}@test",
+             "--loglevel", "INFO"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True,
+        )
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until Celery logs that the worker is ready (it has imported TensorFlow by then)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
+            if " ready." in self.log():
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"worker not ready after {timeout} s:\n{self.log()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL, as a machine losing power would."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def run_cli(args: list[str], env: dict, timeout: float = 300, input: str | None = None) -> subprocess.CompletedProcess:
+    """Run the real `digitq` command line in a subprocess."""
+    return subprocess.run([sys.executable, "-m", "digitq.client", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, input=input)
