@@ -75,7 +75,8 @@ def _batch_norm(name: str, synchronized: bool):
     # Under MirroredStrategy, Keras 3 keeps a separate moving mean/variance per replica (they
     # drift apart, and the saved model gets replica 0's); synchronized BN normalises with the
     # global batch's statistics, so every replica holds the same values, as on one device.
-    return layers.BatchNormalization(synchronized=synchronized, name=name)
+    # momentum 0.9 (not Keras' 0.99): the moving statistics must settle within a short run.
+    return layers.BatchNormalization(momentum=0.9, synchronized=synchronized, name=name)
 
 
 def _conv_bn(x, channels: int, name: str, synchronized: bool):

@@ -1,0 +1,122 @@
+"""Jobs through a real redis-server and a real worker process, driven by the real CLI."""
+
+import json
+import time
+
+import pytest
+
+from digitq.client.api import Client
+from digitq.common.names import TRAIN_TASK
+from tests.processes import run_cli
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+SMALL = ["--epochs", "1", "--train-size", "2000", "--validation-size", "200", "--test-size", "500", "--batch-size", "32"]
+
+
+def assert_one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr  # at most a "submitted ..." line before it
+    for f in fragments:
+        assert f in errors[0], errors[0]
+
+
+def test_train_job_through_the_queue(shared_worker, client_env):
+    proc = run_cli(["submit-train", *SMALL, "--name", "queue-test", "--json"], client_env)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    for key in ("job_id", "state", "test_accuracy", "test_loss", "epochs", "model", "wall_seconds"):
+        assert key in res
+    assert res["state"] == "SUCCESS" and res["epochs"] == 1 and res["replicas"] == 2
+    assert res["model"].startswith("queue-test:") and 0.5 < res["test_accuracy"] <= 1.0
+
+    st = json.loads(run_cli(["status", res["job_id"], "--json"], client_env).stdout)
+    assert st["state"] == "SUCCESS" and st["test_accuracy"] == res["test_accuracy"]
+    again = json.loads(run_cli(["wait", res["job_id"], "--json"], client_env).stdout)
+    assert again["model"] == res["model"]
+    listed = json.loads(run_cli(["jobs", "--json"], client_env).stdout)
+    assert res["job_id"] in [j["job_id"] for j in listed]
+    human = run_cli(["status", res["job_id"]], client_env)
+    assert "test accuracy" in human.stdout and "SUCCESS" in human.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--arch", "resnet"], "unknown arch 'resnet'"),
+        (["--epochs", "0"], "epochs must be between 1"),
+        (["--lr", "0"], "learning_rate must be > 0"),
+        (["--lr", "-0.1"], "learning_rate must be > 0"),
+        (["--conv-channels", "32,x"], "--conv-channels takes whole numbers"),
+        (["--name", "a/b"], "invalid model name"),
+    ],
+)
+def test_bad_parameters_fail_at_once_with_one_line(args, fragment, client_env):
+    assert_one_line_error(run_cli(["submit-train", *args], client_env), fragment)
+
+
+def test_unreachable_broker_is_one_line(client_env):
+    env = dict(client_env, DIGITQ_BROKER_URL="redis://:pw@127.0.0.1:1/0")
+    proc = run_cli(["submit-train", "--epochs", "1"], env, timeout=60)
+    assert_one_line_error(proc, "cannot reach the broker at redis://***@127.0.0.1:1/0")
+    assert "pw" not in proc.stderr
+
+
+def test_unknown_job_is_one_line(client_env):
+    assert_one_line_error(run_cli(["status", "0123abc"], client_env), "no job 0123abc")
+    assert_one_line_error(run_cli(["status", "../../etc"], client_env), "invalid job id")
+
+
+def test_hand_made_bad_messages_fail_with_a_reason_and_the_worker_keeps_serving(shared_worker, client_env):
+    client = Client(client_env["DIGITQ_BROKER_URL"])
+    bad = {"epochs": "many", "surprise": 1}
+    r1 = client.app.send_task(TRAIN_TASK, args=[bad], queue="train")
+    r2 = client.app.send_task(TRAIN_TASK, args=[{"dataset": "/etc", "epochs": 1}], queue="train")
+    for r, fragment in ((r1, "unknown field(s) in TrainRequest: surprise"), (r2, "outside the worker's allowed roots")):
+        deadline = time.monotonic() + 120
+        while client.status(r.id).state not in ("FAILURE", "SUCCESS") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        st = client.status(r.id)
+        assert st.state == "FAILURE" and fragment in st.error
+    proc = run_cli(["submit-train", *SMALL, "--json"], client_env)
+    assert proc.returncode == 0 and json.loads(proc.stdout)["state"] == "SUCCESS"
+
+
+def test_missing_dataset_folder_fails_the_job_with_one_line(shared_worker, client_env, shared_home):
+    proc = run_cli(["submit-train", "--dataset", str(shared_home / "no-such-folder"), "--epochs", "1", "--wait"],
+                   client_env)
+    assert_one_line_error(proc, "failed", "does not exist")
+
+
+def test_cancel_a_running_job_frees_the_worker(shared_worker, client_env):
+    client = Client(client_env["DIGITQ_BROKER_URL"])
+    job = run_cli(["submit-train", "--epochs", "20", "--train-size", "20000", "--validation-size", "200",
+                   "--test-size", "200"], client_env).stdout.strip()
+    deadline = time.monotonic() + 120
+    while client.status(job).state != "PROGRESS" or (client.status(job).progress or {}).get("phase") != "train":
+        assert time.monotonic() < deadline, client.status(job)
+        time.sleep(0.2)
+    t0 = time.monotonic()
+    proc = run_cli(["cancel", job], client_env)
+    assert proc.returncode == 0
+    while client.status(job).state != "REVOKED":
+        assert time.monotonic() - t0 < 30, client.status(job)
+        time.sleep(0.2)
+    waited = run_cli(["wait", job], client_env)
+    assert_one_line_error(waited, "was cancelled")
+    nxt = run_cli(["submit-train", *SMALL, "--json"], client_env)
+    assert json.loads(nxt.stdout)["state"] == "SUCCESS"
+    assert client.status(job).state == "REVOKED"
+
+
+def test_cancel_a_queued_job_never_runs_it(shared_worker, client_env):
+    client = Client(client_env["DIGITQ_BROKER_URL"])
+    first = run_cli(["submit-train", *SMALL], client_env).stdout.strip()
+    queued = run_cli(["submit-train", *SMALL], client_env).stdout.strip()
+    assert run_cli(["cancel", queued], client_env).returncode == 0
+    client.wait(first, timeout=300)
+    time.sleep(2)
+    assert client.status(queued).state == "REVOKED"
