@@ -496,8 +496,7 @@ def test_load_labelled_folder_failures(tmp_path):
     assert error_message(load_labelled_folder, tmp_path).endswith("no image files in the digit folders")
     (tmp_path / "4" / "a.png").write_text("nope")
     message = error_message(load_labelled_folder, tmp_path)
-    assert message.endswith("no usable image (1 failed, e.g. 4/a.png: " + message.split("4/a.png: ")[1])
-    assert "not an image file" in message
+    assert ": no usable image (1 failed, e.g. 4/a.png: not an image file" in message
 
 
 # --- properties ---------------------------------------------------------------------------
@@ -555,6 +554,7 @@ def test_property_any_pixels_give_a_digit_or_an_image_error(width, height, seed)
         assert digit.dtype == np.uint8 and digit.shape == (28, 28) and digit.max() == 255
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the damaged EXIF it skips
 @settings(max_examples=100, deadline=None)
 @given(st.data())
 def test_property_damaged_files_raise_only_image_error(data):
