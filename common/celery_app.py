@@ -16,7 +16,10 @@ def make_celery(settings: Settings, broker_url: str, include: tuple[str, ...] = 
     """A Celery app on `broker_url` (Redis), configured for long, GPU-bound jobs."""
     backend = settings.result_backend or broker_url
     app = Celery("digitq", broker=broker_url, backend=backend, include=list(include))
-    transport = {"visibility_timeout": settings.visibility_timeout}
+    # A job's heartbeat refreshes its message in kombu's unacked index (worker/lease.py);
+    # idle workers sweep every 5 s for messages whose worker stopped beating.
+    transport = {"visibility_timeout": settings.visibility_timeout, "unacked_restore_interval": 5,
+                 "unacked_restore_throttle": 1}
     app.conf.update(
         # Only JSON crosses the queue: a pickled message is refused, never executed.
         task_serializer="json",

@@ -19,9 +19,10 @@ DEFAULT_MNIST_MIRRORS = (
 )
 """Where the worker fetches the four MNIST IDX files when they are missing (sha256-checked)."""
 
-DEFAULT_VISIBILITY_TIMEOUT = 600
-"""Seconds before Redis hands an un-acked job to another worker. A running job keeps a lease
-alive, so a redelivery while it still runs is refused; see README "Guarantees"."""
+DEFAULT_VISIBILITY_TIMEOUT = 300
+"""Seconds after a worker's last heartbeat before Redis hands its un-acked job to another
+worker. A running job's heartbeat keeps its message fresh, so this bounds how long a dead
+worker's job waits, not how long a job may run; see README "Guarantees"."""
 
 DEFAULT_LEASE_SECONDS = 60
 """Seconds a running job's lease lives without a heartbeat: how long a dead worker holds a job."""
@@ -87,12 +88,21 @@ def _path_env(name: str, default: Path) -> Path:
     return Path(raw).expanduser().resolve() if raw else default.expanduser().resolve()
 
 
+def _check(s: "Settings") -> "Settings":
+    if s.lease_seconds >= s.visibility_timeout:
+        raise DigitqError(
+            f"DIGITQ_LEASE_SECONDS ({s.lease_seconds}) must be smaller than DIGITQ_VISIBILITY_TIMEOUT "
+            f"({s.visibility_timeout}): a redelivered job must find its dead worker's lease expired"
+        )
+    return s
+
+
 def load_settings() -> Settings:
     """Read the DIGITQ_* environment variables (see README "Configuration")."""
     home = _path_env("DIGITQ_HOME", default_home())
     mirrors = os.environ.get("DIGITQ_MNIST_MIRRORS", "").strip()
     broker = os.environ.get("DIGITQ_BROKER_URL", "").strip() or None
-    return Settings(
+    return _check(Settings(
         home=home,
         data_dir=_path_env("DIGITQ_DATA_DIR", home / "data"),
         broker_url=broker,
@@ -104,4 +114,4 @@ def load_settings() -> Settings:
         lease_seconds=_int_env("DIGITQ_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, 1),
         result_ttl=_int_env("DIGITQ_RESULT_TTL", DEFAULT_RESULT_TTL, 1),
         max_message_bytes=_int_env("DIGITQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024),
-    )
+    ))

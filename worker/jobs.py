@@ -8,28 +8,33 @@ from __future__ import annotations
 
 import logging
 
-from digitq.common.errors import JobCancelled
-from digitq.common.names import cancel_key
+from digitq.common.errors import DigitqError, JobCancelled
+from digitq.common.names import cancel_key, lease_key
 from digitq.common.registry import register_model
 from digitq.common.schemas import TrainRequest, check_job_id
 from digitq.common.settings import Settings
 from digitq.worker import checkpoints
+from digitq.worker.lease import JobLease
 
 log = logging.getLogger("digitq.worker")
+
+
+class JobAlreadyRunning(DigitqError):
+    """Another live worker holds this job's lease: this delivery is a duplicate."""
 
 
 def is_cancelled(r, job_id: str) -> bool:
     return bool(r.exists(cancel_key(job_id)))
 
 
-def run_train_job(job_id: str, payload, settings: Settings, r, report=None) -> dict:
+def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owner: str = "worker",
+                  delivery_tag: str | None = None) -> dict:
     """Run one training job message and return its TrainResult as a dict.
 
     A job whose result.json exists (a redelivery after it finished) returns that result
-    without training again; a cancelled job raises JobCancelled before or during training.
+    without training again; a cancelled job raises JobCancelled before or during training;
+    a job whose lease another worker holds raises JobAlreadyRunning.
     """
-    from digitq.worker.train import train
-
     check_job_id(job_id)
     request = TrainRequest.from_dict(payload)
     folder = checkpoints.job_dir(settings, job_id)
@@ -39,6 +44,19 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None) -> d
         return done
     if is_cancelled(r, job_id):
         raise JobCancelled("job cancelled before it started")
+    with JobLease(r, lease_key(job_id), owner, settings.lease_seconds, delivery_tag) as lease:
+        if not lease.acquired:
+            raise JobAlreadyRunning(f"job {job_id} is running on {lease.holder() or 'another worker'}")
+        done = checkpoints.read_json(folder / "result.json")  # it may have finished meanwhile
+        if done is not None:
+            return done
+        return _train_and_register(job_id, request, settings, r, report)
+
+
+def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report) -> dict:
+    from digitq.worker.train import train
+
+    folder = checkpoints.job_dir(settings, job_id)
     result = train(request, job_id, settings, report=report, should_stop=lambda: is_cancelled(r, job_id))
     version = register_model(r, request.name, job_id, {
         "arch": request.arch,

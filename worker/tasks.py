@@ -8,6 +8,8 @@ so the client never has to import the worker's exception classes (or TensorFlow)
 from __future__ import annotations
 
 import logging
+import os
+import socket
 
 import redis
 from celery.exceptions import Ignore
@@ -41,6 +43,8 @@ settings = load_settings()
 broker_url = worker_broker_url(settings)
 app = make_celery(settings, broker_url)
 redis_client = redis.Redis.from_url(broker_url, health_check_interval=30)
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+"""Owner string of the leases this process takes."""
 
 
 def _run(task, fn):
@@ -51,6 +55,9 @@ def _run(task, fn):
     except JobCancelled:
         log.info("job %s cancelled", job_id)
         task.backend.mark_as_revoked(job_id, reason="cancelled", request=task.request)
+        raise Ignore()
+    except jobs.JobAlreadyRunning as exc:  # a duplicate delivery: ack it, leave the state alone
+        log.warning("%s; dropping this duplicate delivery", exc)
         raise Ignore()
     except DigitqError:
         raise
@@ -66,4 +73,6 @@ def train_task(self, request):
     def report(meta):
         self.update_state(state="PROGRESS", meta=meta)
 
-    return _run(self, lambda: jobs.run_train_job(self.request.id, request, settings, redis_client, report))
+    tag = (self.request.delivery_info or {}).get("delivery_tag")
+    return _run(self, lambda: jobs.run_train_job(self.request.id, request, settings, redis_client, report,
+                                                 owner=WORKER_ID, delivery_tag=tag))
