@@ -86,18 +86,48 @@ class Client:
             raise BrokerUnavailable(f"cannot reach the broker at {redact(self.broker_url)}: {exc}") from None
 
     # --- submit --------------------------------------------------------------------------
-    def _submit(self, task: str, queue: str, payload: dict, kind: str, name: str) -> str:
-        job_id = uuid.uuid4().hex
+    def record_job(self, job_id: str, kind: str, name: str, request: dict) -> None:
+        """Add a job to the index that `digitq jobs` lists."""
         now = time.time()
         ttl = self.settings.result_ttl
         pipe = self.redis.pipeline()
-        pipe.hset(job_key(job_id), mapping={"kind": kind, "name": name, "submitted": now, "request": json.dumps(payload)})
+        pipe.hset(job_key(job_id), mapping={"kind": kind, "name": name, "submitted": now, "request": json.dumps(request)})
         pipe.expire(job_key(job_id), ttl)
         pipe.zadd(JOBS_INDEX_KEY, {job_id: now})
         pipe.zremrangebyscore(JOBS_INDEX_KEY, 0, now - ttl)
         pipe.execute()
+
+    def _submit(self, task: str, queue: str, payload: dict, kind: str, name: str) -> str:
+        job_id = uuid.uuid4().hex
+        self.record_job(job_id, kind, name, payload)
         self.app.send_task(task, args=[payload], task_id=job_id, queue=queue)
         return job_id
+
+    def call(self, task: str, payload: dict, queue: str, timeout: float = 3600) -> dict:
+        """Run a task to completion (used for short jobs: evaluate, list) and return its result."""
+        job_id = uuid.uuid4().hex
+        self.app.send_task(task, args=[payload], task_id=job_id, queue=queue)
+        return self.wait_result(job_id, timeout)
+
+    def wait_result(self, job_id: str, timeout: float = 3600, poll: float = 0.05) -> dict:
+        """The result of a task that is not in the jobs index (a predict chunk, a listing)."""
+        deadline = time.monotonic() + timeout
+        delay = poll
+        while True:
+            try:
+                meta = self._meta(job_id)
+            except redis.exceptions.ConnectionError:
+                meta = None
+            if meta:
+                state = meta.get("status")
+                if state == JobState.SUCCESS.value:
+                    return meta.get("result")
+                if state in (JobState.FAILURE.value, JobState.REVOKED.value):
+                    raise JobFailed(f"task {job_id} failed: {_error_text(meta.get('result')) or state}")
+            if time.monotonic() > deadline:
+                raise DigitqError(f"task {job_id} did not finish within {timeout:.0f} s (is a worker serving the predict queue?)")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
 
     def submit_train(self, request: TrainRequest) -> str:
         """Queue a training job; returns its job id."""

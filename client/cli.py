@@ -6,6 +6,7 @@ import functools
 import json
 import os
 import sys
+import time
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -27,6 +28,9 @@ app = typer.Typer(
 local_app = typer.Typer(help="The embedded stack: a local redis-server and worker under $DIGITQ_HOME/local.",
                         no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(local_app, name="local")
+models_app = typer.Typer(help="The model registry: every successful training registers NAME:VERSION.",
+                         no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(models_app, name="models")
 
 out = Console()
 err = Console(stderr=True)
@@ -228,6 +232,165 @@ def worker(
         argv += ["--hostname", hostname]
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # the worker replaces this process: signals reach Celery directly
+
+
+@app.command()
+@friendly_errors
+def predict(
+    folder: Annotated[str, typer.Argument(help="Folder of images (PNG, JPEG, BMP, GIF, TIFF, WebP, PGM/PPM).")],
+    model: Annotated[str, typer.Option(help="NAME or NAME:VERSION; NAME alone uses the promoted, else the newest version.")] = "digits",
+    output: Annotated[str, typer.Option("-o", "--output", help="Output file ('-' for stdout).")] = "predictions.csv",
+    fmt: Annotated[str, typer.Option("--format", help="csv, or json (JSON lines).")] = "csv",
+    recursive: Annotated[bool, typer.Option("--recursive", help="Include sub-folders.")] = False,
+    remote: Annotated[bool, typer.Option("--remote", help="FOLDER is on the shared volume (below DIGITQ_DATA_DIR or DIGITQ_HOME): workers read it.")] = False,
+    chunk_size: Annotated[int, typer.Option(help="Images per task.")] = 500,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Predict runs in the foreground; kept for symmetry with submit-train.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+):
+    """Classify every image in FOLDER with a trained model; one row per file, in file order.
+
+    Columns: path (relative to FOLDER), digit, confidence, error (empty when fine), p0..p9.
+    Exit code 1 only when nothing could be classified.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from digitq.client.predict import RowWriter, predict_folder
+
+    writer = RowWriter(output, fmt)  # refuse a bad --format/-o before any work
+    client = _client()
+    ok = False
+    started = time.monotonic()
+    console = err if (as_json or output == "-") else out
+    try:
+        with Progress(TextColumn("[bold]classifying"), BarColumn(bar_width=30), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
+            task = bar.add_task("predict", total=None, rate="")
+            for row in predict_folder(client, folder, model, recursive=recursive, chunk_size=chunk_size,
+                                      remote=remote, on_total=lambda n: bar.update(task, total=n)):
+                writer.write(row)
+                done = writer.classified + writer.failed
+                if done % 50 == 0:
+                    rate = done / max(time.monotonic() - started, 1e-6)
+                    bar.update(task, completed=done, rate=f"{rate:,.0f} img/s")
+            bar.update(task, completed=writer.classified + writer.failed)
+        ok = True
+    finally:
+        writer.close(keep=ok)
+    seconds = time.monotonic() - started
+    summary = {"classified": writer.classified, "failed": writer.failed, "output": output,
+               "seconds": round(seconds, 3), "images_per_second": round((writer.classified + writer.failed) / seconds, 1)}
+    if as_json:
+        _print_json(summary)
+    else:
+        err.print(f"{writer.classified} classified, {writer.failed} failed -> {output} "
+                  f"({summary['images_per_second']:,.0f} images/s)", markup=False, highlight=False)
+    if writer.classified == 0:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+@friendly_errors
+def evaluate(
+    model: Annotated[str, typer.Option(help="NAME or NAME:VERSION.")] = "digits",
+    dataset: Annotated[str, typer.Option(help="mnist-test, or a labelled folder (sub-folders 0..9) on the shared volume.")] = "mnist-test",
+    test_size: Annotated[Optional[int], typer.Option(help="Only the first N MNIST test images.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+):
+    """Accuracy, per-class accuracy and confusion matrix of a registered model."""
+    from digitq.common.names import EVALUATE_TASK, PREDICT_QUEUE
+    from digitq.common.registry import resolve_model
+    from digitq.common.schemas import EvaluateRequest
+
+    if dataset != "mnist-test":
+        dataset = os.path.abspath(os.path.expanduser(dataset))
+    req = EvaluateRequest.from_dict({"model": model, "dataset": dataset, "test_size": test_size})
+    client = _client()
+    resolve_model(client.redis, req.model)  # unknown model: fail before queueing
+    res = client.call(EVALUATE_TASK, req.to_dict(), PREDICT_QUEUE)
+    if as_json:
+        _print_json(res)
+        return
+    out.print(f"{res['model']} on {res['dataset']}: accuracy {res['accuracy'] * 100:.2f}% over {res['images']} images "
+              f"(loss {res['loss']:.4f})", markup=False, highlight=False)
+    t = Table("true \\ predicted", *[str(d) for d in range(10)], "accuracy")
+    for d, row in enumerate(res["confusion"]):
+        acc = res["per_class_accuracy"][d]
+        t.add_row(str(d), *[str(v) for v in row], f"{acc * 100:.2f}%" if acc is not None else "-")
+    out.print(t)
+
+
+def _model_rows(records: list) -> Table:
+    import datetime
+
+    t = Table("model", "arch", "test accuracy", "promoted", "created", "job")
+    for r in records:
+        when = datetime.datetime.fromtimestamp(r.get("created", 0)).strftime("%Y-%m-%d %H:%M")
+        acc = r.get("test_accuracy")
+        t.add_row(f"{r['name']}:{r['version']}", r.get("arch", ""), f"{acc * 100:.2f}%" if acc is not None else "",
+                  "yes" if r.get("promoted") else "", when, r.get("job_id", ""))
+    return t
+
+
+@models_app.command("list")
+@friendly_errors
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False):
+    """Every registered model version, newest first per name."""
+    from digitq.common.registry import list_models
+
+    records = list_models(_client(quiet=True).redis)
+    _print_json(records) if as_json else out.print(_model_rows(records))
+
+
+@models_app.command("show")
+@friendly_errors
+def models_show(ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.")]):
+    """One model version's record (JSON): hyperparameters, dataset, accuracy, file."""
+    from digitq.common.registry import resolve_model
+
+    _print_json(resolve_model(_client(quiet=True).redis, ref))
+
+
+@models_app.command("promote")
+@friendly_errors
+def models_promote(ref: Annotated[str, typer.Argument(help="NAME:VERSION to make NAME resolve to.")]):
+    """Make NAME (without a version) resolve to this version."""
+    from digitq.common.registry import promote_model
+
+    rec = promote_model(_client(quiet=True).redis, ref)
+    out.print(f"{rec['name']} -> {rec['name']}:{rec['version']}", markup=False, highlight=False)
+
+
+@models_app.command("delete")
+@friendly_errors
+def models_delete(ref: Annotated[str, typer.Argument(help="NAME:VERSION to remove from the registry.")]):
+    """Remove a version from the registry (the job's files stay on the shared volume)."""
+    from digitq.common.registry import delete_model
+
+    rec = delete_model(_client(quiet=True).redis, ref)
+    out.print(f"deleted {rec['name']}:{rec['version']}", markup=False, highlight=False)
+
+
+@models_app.command("export")
+@friendly_errors
+def models_export(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME:VERSION.")],
+    directory: Annotated[str, typer.Argument(help="Where to write the SavedModel (must not exist yet).")],
+):
+    """Write a TensorFlow SavedModel with a serving signature (for TensorFlow Serving).
+
+    Runs here: needs digitq[worker] and the shared volume mounted at DIGITQ_HOME.
+    """
+    import importlib.util
+
+    from digitq.common.registry import resolve_model
+
+    rec = resolve_model(_client(quiet=True).redis, ref)
+    if importlib.util.find_spec("tensorflow") is None:
+        raise DigitqError("export needs TensorFlow here: pip install 'digitq[worker]'")
+    from digitq.worker.export import export_saved_model
+
+    path = export_saved_model(rec, directory)
+    out.print(f"exported {rec['name']}:{rec['version']} to {path}", markup=False, highlight=False)
 
 
 def _show_local(st: dict, as_json: bool) -> None:

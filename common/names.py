@@ -7,7 +7,9 @@ without importing digitq's worker.
 from enum import Enum
 
 TRAIN_TASK = "digitq.train"
-PREDICT_TASK = "digitq.predict"
+PREDICT_TASK = "digitq.predict"  # one chunk of images -> probabilities
+LIST_TASK = "digitq.list_images"  # a folder on the shared volume -> its files (for --remote)
+EVALUATE_TASK = "digitq.evaluate"  # a registered model on MNIST test or a labelled folder
 
 TRAIN_QUEUE = "train"
 PREDICT_QUEUE = "predict"

@@ -38,9 +38,12 @@ def check_job_id(job_id: Any) -> str:
     return job_id
 
 
-def _spec(default, kind, lo=None, hi=None, choices=None, optional=False, doc=""):
-    """A field with its validation rule in the metadata."""
-    meta = {"kind": kind, "lo": lo, "hi": hi, "choices": choices, "optional": optional, "doc": doc}
+def _spec(default, kind, lo=None, hi=None, choices=None, optional=False, doc="", item=int, max_len=4,
+          max_chars=4096):
+    """A field with its validation rule in the metadata (`item`/`max_len`: a list's elements;
+    `max_chars`: a string's length)."""
+    meta = {"kind": kind, "lo": lo, "hi": hi, "choices": choices, "optional": optional, "doc": doc,
+            "item": item, "max_len": max_len, "max_chars": max_chars}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -66,15 +69,19 @@ def _validate_field(name: str, value: Any, meta: dict) -> Any:
     elif kind is str:
         if not isinstance(value, str):
             raise InvalidRequest(f"{name} must be a string, got {value!r}")
-        if any(ord(c) < 32 or ord(c) == 127 for c in value) or len(value) > 4096:
-            raise InvalidRequest(f"{name} contains control characters or is too long")
+        if len(value) > meta["max_chars"]:
+            raise InvalidRequest(f"{name} is too long ({len(value)} characters, limit {meta['max_chars']})")
+        if meta["max_chars"] <= 4096 and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise InvalidRequest(f"{name} contains control characters")
         if meta["choices"] and value not in meta["choices"]:
             raise InvalidRequest(f"unknown {name} {value!r}: choose one of {', '.join(meta['choices'])}")
         return value
     elif kind is list:
-        if not isinstance(value, list) or not 1 <= len(value) <= 4:
-            raise InvalidRequest(f"{name} must be a list of 1 to 4 whole numbers, got {value!r}")
-        return [_validate_field(f"{name}[{i}]", v, {**meta, "kind": int}) for i, v in enumerate(value)]
+        what = "whole numbers" if meta["item"] is int else "strings"
+        if not isinstance(value, list) or not 1 <= len(value) <= meta["max_len"]:
+            shown = repr(value) if len(repr(value)) < 80 else f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
+            raise InvalidRequest(f"{name} must be a list of 1 to {meta['max_len']} {what}, got {shown}")
+        return [_validate_field(f"{name}[{i}]", v, {**meta, "kind": meta["item"]}) for i, v in enumerate(value)]
     if lo is not None and value < lo or hi is not None and value > hi:
         if kind is float and lo is not None and lo > 0 and value <= 0:
             raise InvalidRequest(f"{name} must be > 0, got {value}")
@@ -172,3 +179,49 @@ class TrainResult:
     def from_dict(cls, data: dict) -> "TrainResult":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+MAX_CHUNK_IMAGES = 5000
+"""Most images one predict task carries (784 bytes each, base64: about 5 MB)."""
+
+PIXELS_PER_IMAGE = 28 * 28
+
+
+@dataclass
+class PredictRequest(_Validated):
+    """One chunk of a `digitq predict` run: preprocessed pixels, or paths on the shared volume."""
+
+    model: str = _spec("digits", str, doc="NAME or NAME:VERSION")
+    pixels: str | None = _spec(None, str, optional=True, max_chars=4 * (MAX_CHUNK_IMAGES * 784 + 2) // 3 + 4,
+                               doc="base64 of count x 784 uint8 (MNIST-style)")
+    count: int = _spec(0, int, 0, MAX_CHUNK_IMAGES, doc="images in pixels")
+    folder: str | None = _spec(None, str, optional=True, doc="--remote: a folder below the worker's roots")
+    paths: list | None = _spec(None, list, optional=True, item=str, max_len=MAX_CHUNK_IMAGES,
+                               doc="--remote: files relative to folder")
+
+    def check(self) -> None:
+        super().check()
+        if (self.pixels is None) == (self.paths is None):
+            raise InvalidRequest("a predict request carries either pixels or paths")
+        if self.paths is not None and self.folder is None:
+            raise InvalidRequest("paths need a folder")
+        if self.pixels is not None and len(self.pixels) != 4 * ((self.count * PIXELS_PER_IMAGE + 2) // 3):
+            raise InvalidRequest(f"pixels must be base64 of count x {PIXELS_PER_IMAGE} bytes")
+        from digitq.common.registry import parse_model_ref
+
+        parse_model_ref(self.model)
+
+
+@dataclass
+class EvaluateRequest(_Validated):
+    """`digitq evaluate`: score a registered model on MNIST's test set or a labelled folder."""
+
+    model: str = _spec("digits", str, doc="NAME or NAME:VERSION")
+    dataset: str = _spec("mnist-test", str, doc="'mnist-test' or a folder with sub-folders 0..9")
+    test_size: int | None = _spec(None, int, 1, 10000, optional=True, doc="first N test images only")
+
+    def check(self) -> None:
+        super().check()
+        from digitq.common.registry import parse_model_ref
+
+        parse_model_ref(self.model)

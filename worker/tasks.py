@@ -16,7 +16,7 @@ from celery.exceptions import Ignore
 
 from digitq.common.celery_app import make_celery
 from digitq.common.errors import DigitqError, JobCancelled
-from digitq.common.names import TRAIN_TASK
+from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, TRAIN_TASK
 from digitq.common.settings import load_settings
 from digitq.worker import jobs
 
@@ -76,3 +76,27 @@ def train_task(self, request):
     tag = (self.request.delivery_info or {}).get("delivery_tag")
     return _run(self, lambda: jobs.run_train_job(self.request.id, request, settings, redis_client, report,
                                                  owner=WORKER_ID, delivery_tag=tag))
+
+
+@app.task(bind=True, name=PREDICT_TASK)
+def predict_task(self, request):
+    """Classify one chunk of images (see digitq.worker.predict)."""
+    from digitq.worker.predict import run_predict_chunk
+
+    return _run(self, lambda: run_predict_chunk(request, settings, redis_client))
+
+
+@app.task(bind=True, name=LIST_TASK)
+def list_images_task(self, request):
+    """List a folder on the shared volume for `digitq predict --remote`."""
+    from digitq.worker.predict import run_list_images
+
+    return _run(self, lambda: run_list_images(request, settings))
+
+
+@app.task(bind=True, name=EVALUATE_TASK)
+def evaluate_task(self, request):
+    """Score a registered model on MNIST's test set or a labelled folder."""
+    from digitq.worker.predict import run_evaluate
+
+    return _run(self, lambda: run_evaluate(request, settings, redis_client))

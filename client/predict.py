@@ -1,0 +1,181 @@
+"""`digitq predict`: walk a folder, preprocess each image locally (784 bytes cross the queue),
+send chunks as tasks any worker may take, and yield one row per file in file order.
+
+Memory stays bounded on both sides: at most `window` chunks are in flight, and rows are
+written as their chunk's result arrives. With `remote=True` the folder is on the shared
+volume: a worker lists it and the chunks carry paths instead of pixels.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from digitq.common.errors import DataError, DigitqError, JobFailed
+from digitq.common.images import ImageError, iter_image_files, load_image
+from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK
+from digitq.common.registry import resolve_model
+
+DEFAULT_CHUNK = 500
+"""Images per task: big enough to amortise the queue round trip, small enough to spread."""
+
+DEFAULT_WINDOW = 6
+"""Chunks in flight at once per client (bounds the memory the queue holds for one run)."""
+
+CSV_COLUMNS = ["path", "digit", "confidence", "error"] + [f"p{d}" for d in range(10)]
+
+
+@dataclass
+class Row:
+    path: str
+    probs: list | None
+    error: str | None
+
+    def as_dict(self) -> dict:
+        d = {"path": self.path, "digit": "", "confidence": "", "error": self.error or ""}
+        if self.probs is not None:
+            digit = int(np.argmax(self.probs))
+            d.update(digit=digit, confidence=round(float(self.probs[digit]), 6))
+        for i in range(10):
+            d[f"p{i}"] = round(float(self.probs[i]), 6) if self.probs is not None else ""
+        return d
+
+
+def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list, bytes, int]:
+    """Relative names, per-file errors (None when fine), packed pixels of the good ones, their count."""
+    names, errors, buf = [], [], bytearray()
+    for p in paths:
+        names.append(os.path.relpath(p, folder))
+        try:
+            buf += load_image(p).tobytes()
+            errors.append(None)
+        except ImageError as exc:
+            errors.append(str(exc))
+    return names, errors, bytes(buf), len(buf) // 784
+
+
+def predict_folder(client, folder: str, model: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
+                   remote: bool = False, window: int = DEFAULT_WINDOW,
+                   on_total: Callable[[int], None] | None = None, timeout: float = 3600) -> Iterator[Row]:
+    """Yield a Row per file of `folder`, in sorted file order."""
+    if not 1 <= chunk_size <= 5000:
+        raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
+    record = resolve_model(client.redis, model)  # unknown model: fail before any work
+    ref = f"{record['name']}:{record['version']}"
+    batch_id = uuid.uuid4().hex
+    if remote:
+        listing = _call(client, LIST_TASK, {"folder": folder, "recursive": recursive}, f"{batch_id}-list", timeout)
+        base, files = listing["folder"], listing["files"]
+    else:
+        root = Path(folder).expanduser()
+        if not root.exists():
+            raise DataError(f"folder {folder} does not exist")
+        if not root.is_dir():
+            raise DataError(f"{folder} is not a folder")
+        base, files = str(root), list(iter_image_files(root, recursive=recursive))
+    if not files:
+        raise DataError(f"folder {folder} holds no files")
+    if on_total:
+        on_total(len(files))
+    client.record_job(batch_id, "predict", record["name"], {"folder": str(folder), "model": ref, "files": len(files)})
+
+    chunks = (files[i:i + chunk_size] for i in range(0, len(files), chunk_size))
+    in_flight: deque = deque()
+
+    def submit_next() -> bool:
+        part = next(chunks, None)
+        if part is None:
+            return False
+        task_id = f"{batch_id}-{submitted[0]:06d}"
+        submitted[0] += 1
+        if remote:
+            names, errors = list(part), [None] * len(part)
+            payload = {"model": ref, "folder": base, "paths": names}
+        else:
+            names, errors, pixels, count = _preprocess_chunk(Path(base), part)
+            payload = {"model": ref, "pixels": base64.b64encode(pixels).decode(), "count": count}
+        if remote or any(e is None for e in errors):
+            client.app.send_task(PREDICT_TASK, args=[payload], task_id=task_id, queue=PREDICT_QUEUE)
+        else:
+            task_id = None  # nothing to classify in this chunk
+        in_flight.append((task_id, names, errors))
+        return True
+
+    submitted = [0]
+    while len(in_flight) < window and submit_next():
+        pass
+    while in_flight:
+        task_id, names, errors = in_flight.popleft()
+        result = client.wait_result(task_id, timeout) if task_id else {"probs": [], "errors": []}
+        probs = iter(result["probs"])
+        remote_errors = iter(result["errors"])
+        submit_next()  # keep the window full while this chunk's rows are written
+        for name, err in zip(names, errors):
+            if err is not None:
+                yield Row(name, None, err)
+                continue
+            p = next(probs)
+            e = next(remote_errors)
+            yield Row(name, p, e)
+
+
+def _call(client, task: str, payload: dict, task_id: str, timeout: float) -> dict:
+    client.app.send_task(task, args=[payload], task_id=task_id, queue=PREDICT_QUEUE)
+    return client.wait_result(task_id, timeout)
+
+
+class RowWriter:
+    """Writes rows as CSV (the columns in CSV_COLUMNS) or JSON lines, to a file or stdout."""
+
+    def __init__(self, path: str, fmt: str):
+        if fmt not in ("csv", "json"):
+            raise DigitqError(f"--format must be csv or json, got {fmt!r}")
+        self.fmt = fmt
+        self.path = path
+        self.tmp = None
+        if path == "-":
+            import sys
+
+            self.f = sys.stdout
+        else:
+            target = Path(path)
+            if target.is_dir():
+                raise DigitqError(f"output {path} is a folder; give a file name")
+            self.tmp = target.with_name(f".{target.name}.partial")
+            self.f = open(self.tmp, "w", newline="")
+        self.csv = csv.DictWriter(self.f, CSV_COLUMNS) if fmt == "csv" else None
+        if self.csv:
+            self.csv.writeheader()
+        self.classified = 0
+        self.failed = 0
+
+    def write(self, row: Row) -> None:
+        d = row.as_dict()
+        if row.probs is not None:
+            self.classified += 1
+        else:
+            self.failed += 1
+        if self.csv:
+            self.csv.writerow(d)
+        else:
+            self.f.write(json.dumps({k: (v if v != "" else None) for k, v in d.items()}) + "\n")
+
+    def close(self, keep: bool = True) -> None:
+        if self.tmp is None:
+            self.f.flush()
+            return
+        self.f.close()
+        if keep:
+            os.replace(self.tmp, self.path)  # the output appears whole, or not at all
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,154 @@
+"""Prediction and evaluation with registered models: a small in-process model cache, batched
+inference under the worker's MirroredStrategy, and the chunk/listing/evaluation jobs.
+
+    probs = predict_pixels(settings, record, pixels)     # uint8 N x 28 x 28 -> N x 10
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from digitq.common.errors import DataError, DigitqError, NoSuchModel
+from digitq.common.images import ImageError, iter_image_files, load_image, load_labelled_folder
+from digitq.common.paths import resolve_within
+from digitq.common.registry import resolve_model
+from digitq.common.schemas import PIXELS_PER_IMAGE, EvaluateRequest, PredictRequest
+from digitq.common.settings import Settings
+from digitq.worker.metrics import score_predictions
+
+MODEL_CACHE_SIZE = 4
+"""Models kept loaded per worker process (a CNN is a few MB; loading one takes ~0.5 s)."""
+
+PREDICT_BATCH = 1024
+"""Images per replica per inference step."""
+
+MAX_LISTED_FILES = 1_000_000
+"""Most files a --remote folder listing returns."""
+
+
+class ModelCache:
+    """Loaded keras models by (path, mtime), least recently used dropped first."""
+
+    def __init__(self, size: int = MODEL_CACHE_SIZE):
+        self.size = size
+        self._models: OrderedDict = OrderedDict()
+
+    def get(self, path: Path, settings: Settings):
+        import keras
+
+        from digitq.worker.devices import make_strategy
+
+        try:
+            key = (str(path), path.stat().st_mtime_ns)
+        except OSError:
+            raise NoSuchModel(f"the model file {path} is missing from the shared volume") from None
+        if key in self._models:
+            self._models.move_to_end(key)
+            return self._models[key]
+        strategy = make_strategy(settings)
+        with strategy.scope():
+            model = keras.models.load_model(path, compile=False)
+        self._models[key] = (model, strategy.num_replicas_in_sync)
+        while len(self._models) > self.size:
+            self._models.popitem(last=False)
+        return self._models[key]
+
+
+CACHE = ModelCache()
+
+
+def _member_paths(settings: Settings, record: dict) -> list[Path]:
+    paths = record.get("members") or [record["path"]]
+    return [resolve_within(p, [settings.home]) for p in paths]
+
+
+def predict_pixels(settings: Settings, record: dict, pixels: np.ndarray) -> np.ndarray:
+    """Probabilities (N x 10, float32) of a registered model; an ensemble averages its members."""
+    if len(pixels) == 0:
+        return np.zeros((0, 10), np.float32)
+    total = None
+    paths = _member_paths(settings, record)
+    for path in paths:
+        model, replicas = CACHE.get(path, settings)
+        probs = model.predict(pixels[..., None], batch_size=PREDICT_BATCH * replicas, verbose=0)
+        total = probs if total is None else total + probs
+    return (total / len(paths)).astype(np.float32)
+
+
+def decode_pixels(b64: str, count: int) -> np.ndarray:
+    raw = base64.b64decode(b64, validate=True)
+    if len(raw) != count * PIXELS_PER_IMAGE:
+        raise DigitqError(f"pixels hold {len(raw)} bytes, expected {count} x {PIXELS_PER_IMAGE}")
+    return np.frombuffer(raw, np.uint8).reshape(count, 28, 28)
+
+
+def run_predict_chunk(payload, settings: Settings, r) -> dict:
+    """One chunk: {"model": "name:version", "probs": [[10 floats] | null], "errors": [str | null]}."""
+    req = PredictRequest.from_dict(payload)
+    record = resolve_model(r, req.model)
+    if req.pixels is not None:
+        pixels = decode_pixels(req.pixels, req.count)
+        errors = [None] * req.count
+    else:
+        folder = resolve_within(req.folder, [settings.data_dir, settings.home], base=settings.data_dir)
+        images, errors = [], []
+        for rel in req.paths:
+            try:
+                path = resolve_within(rel, [folder], base=folder)
+                images.append(load_image(path))
+                errors.append(None)
+            except (ImageError, DigitqError) as exc:
+                errors.append(str(exc))
+        pixels = np.stack(images) if images else np.zeros((0, 28, 28), np.uint8)
+    probs = predict_pixels(settings, record, pixels)
+    out, k = [], 0
+    for err in errors:
+        if err is None:
+            out.append([round(float(p), 6) for p in probs[k]])
+            k += 1
+        else:
+            out.append(None)
+    return {"model": f"{record['name']}:{record['version']}", "probs": out, "errors": errors}
+
+
+def run_list_images(payload, settings: Settings) -> dict:
+    """--remote: the files of a folder below the worker's roots, relative to it, in sorted order."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("folder"), str):
+        raise DigitqError("a listing request needs a folder")
+    folder = resolve_within(payload["folder"], [settings.data_dir, settings.home], base=settings.data_dir)
+    if not folder.is_dir():
+        raise DataError(f"folder {folder} does not exist on the worker")
+    files = []
+    for path in iter_image_files(folder, recursive=bool(payload.get("recursive"))):
+        files.append(os.path.relpath(path, folder))
+        if len(files) > MAX_LISTED_FILES:
+            raise DigitqError(f"folder {folder} holds more than {MAX_LISTED_FILES} files")
+    return {"folder": str(folder), "files": files}
+
+
+def run_evaluate(payload, settings: Settings, r) -> dict:
+    """Accuracy, loss, per-class accuracy and confusion matrix of a registered model."""
+    from digitq.worker.data import load_mnist
+
+    req = EvaluateRequest.from_dict(payload)
+    record = resolve_model(r, req.model)
+    if req.dataset == "mnist-test":
+        m = load_mnist(settings)
+        x, y = m["test_images"][: req.test_size], m["test_labels"][: req.test_size]
+        skipped = []
+    else:
+        folder = resolve_within(req.dataset, [settings.data_dir, settings.home], base=settings.data_dir)
+        if not folder.is_dir():
+            raise DataError(f"dataset folder {folder} does not exist")
+        try:
+            x, y, skipped = load_labelled_folder(folder)
+        except ImageError as exc:
+            raise DataError(str(exc)) from None
+    scores = score_predictions(predict_pixels(settings, record, x), y)
+    return {"model": f"{record['name']}:{record['version']}", "dataset": req.dataset, "images": int(len(y)),
+            "skipped": [list(e) for e in skipped], **scores}
