@@ -41,7 +41,13 @@ def make_celery(settings: Settings, broker_url: str, include: tuple[str, ...] = 
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
         task_send_sent_event=True,
-        # Cap the JSON that the result backend stores per job and what a worker accepts.
         broker_pool_limit=4,
+        # Transient broker errors: publishing and result writes retry with backoff (a Redis
+        # restart takes seconds); permanent errors fail the job at once and are never retried.
+        task_publish_retry_policy={"max_retries": 10, "interval_start": 0.2, "interval_step": 0.5,
+                                   "interval_max": 3},
+        result_backend_always_retry=True,
+        result_backend_max_retries=30,
+        result_backend_max_sleep_between_retries_ms=3000,
     )
     return app

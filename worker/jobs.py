@@ -24,7 +24,12 @@ class JobAlreadyRunning(DigitqError):
 
 
 def is_cancelled(r, job_id: str) -> bool:
-    return bool(r.exists(cancel_key(job_id)))
+    """True once `digitq cancel` flagged the job; False while the broker is unreachable."""
+    try:
+        return bool(r.exists(cancel_key(job_id)))
+    except Exception as exc:  # a broker restart must not kill a running training
+        log.warning("could not read the cancel flag of %s: %s", job_id, exc)
+        return False
 
 
 def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owner: str = "worker",

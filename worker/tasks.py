@@ -7,6 +7,7 @@ so the client never has to import the worker's exception classes (or TensorFlow)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ import redis
 from celery.exceptions import Ignore
 
 from digitq.common.celery_app import make_celery
-from digitq.common.errors import DigitqError, JobCancelled
+from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled
 from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, TRAIN_TASK
 from digitq.common.settings import load_settings
 from digitq.worker import jobs
@@ -47,11 +48,21 @@ WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 """Owner string of the leases this process takes."""
 
 
-def _run(task, fn):
-    """Call fn(); map cancellation to REVOKED and unexpected errors to a one-line JobError."""
+def message_payload(args: tuple, kwargs: dict, limit: int) -> dict:
+    """The one JSON object a job message must carry, within the size limit (bytes)."""
+    if kwargs or len(args) != 1:
+        raise InvalidRequest("a digitq job message carries exactly one JSON object as its only argument")
+    size = len(json.dumps(args[0]))
+    if size > limit:
+        raise InvalidRequest(f"job message too large: {size} bytes (limit {limit}, DIGITQ_MAX_MESSAGE_BYTES)")
+    return args[0]
+
+
+def _run(task, fn, args: tuple, kwargs: dict):
+    """Call fn(payload); map cancellation to REVOKED and unexpected errors to a one-line JobError."""
     job_id = task.request.id
     try:
-        return fn()
+        return fn(message_payload(args, kwargs, settings.max_message_bytes))
     except JobCancelled:
         log.info("job %s cancelled", job_id)
         task.backend.mark_as_revoked(job_id, reason="cancelled", request=task.request)
@@ -67,36 +78,39 @@ def _run(task, fn):
 
 
 @app.task(bind=True, name=TRAIN_TASK)
-def train_task(self, request):
+def train_task(self, *args, **kwargs):
     """Train a model (see digitq.worker.train)."""
 
     def report(meta):
-        self.update_state(state="PROGRESS", meta=meta)
+        try:
+            self.update_state(state="PROGRESS", meta=meta)
+        except Exception as exc:  # a broker blip must not kill the training; the next report retries
+            log.warning("progress report failed: %s", exc)
 
     tag = (self.request.delivery_info or {}).get("delivery_tag")
-    return _run(self, lambda: jobs.run_train_job(self.request.id, request, settings, redis_client, report,
-                                                 owner=WORKER_ID, delivery_tag=tag))
+    return _run(self, lambda request: jobs.run_train_job(self.request.id, request, settings, redis_client, report,
+                                                         owner=WORKER_ID, delivery_tag=tag), args, kwargs)
 
 
 @app.task(bind=True, name=PREDICT_TASK)
-def predict_task(self, request):
+def predict_task(self, *args, **kwargs):
     """Classify one chunk of images (see digitq.worker.predict)."""
     from digitq.worker.predict import run_predict_chunk
 
-    return _run(self, lambda: run_predict_chunk(request, settings, redis_client))
+    return _run(self, lambda request: run_predict_chunk(request, settings, redis_client), args, kwargs)
 
 
 @app.task(bind=True, name=LIST_TASK)
-def list_images_task(self, request):
+def list_images_task(self, *args, **kwargs):
     """List a folder on the shared volume for `digitq predict --remote`."""
     from digitq.worker.predict import run_list_images
 
-    return _run(self, lambda: run_list_images(request, settings))
+    return _run(self, lambda request: run_list_images(request, settings), args, kwargs)
 
 
 @app.task(bind=True, name=EVALUATE_TASK)
-def evaluate_task(self, request):
+def evaluate_task(self, *args, **kwargs):
     """Score a registered model on MNIST's test set or a labelled folder."""
     from digitq.worker.predict import run_evaluate
 
-    return _run(self, lambda: run_evaluate(request, settings, redis_client))
+    return _run(self, lambda request: run_evaluate(request, settings, redis_client), args, kwargs)
