@@ -37,3 +37,28 @@ def test_resolve_within_refuses_escapes(tmp_path):
     for bad in ("../outside", str(tmp_path / "outside"), "link", "ok/../../outside", "/etc/passwd", "a\x00b"):
         with pytest.raises(PathNotAllowed):
             resolve_within(bad, [root])
+
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+_parts = st.sampled_from(["..", ".", "a", "b", "link", "", "/", "~", "%2e%2e", "a/../..", "\\..", "x" * 3])
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.lists(_parts, max_size=6), st.booleans())
+def test_resolve_within_never_returns_a_path_outside_the_roots(tmp_path_factory, parts, absolute):
+    base = tmp_path_factory.getbasetemp() / "prop"
+    root = base / "root"
+    if not root.exists():
+        (root / "a").mkdir(parents=True)
+        (base / "outside").mkdir()
+        (root / "link").symlink_to(base / "outside")
+    raw = "/".join(parts)
+    if absolute:
+        raw = "/" + raw
+    try:
+        p = resolve_within(raw, [root])
+    except PathNotAllowed as exc:
+        assert "\n" not in str(exc)
+        return
+    assert p == root.resolve() or root.resolve() in p.parents
