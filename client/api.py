@@ -97,6 +97,16 @@ class Client:
         pipe.zremrangebyscore(JOBS_INDEX_KEY, 0, now - ttl)
         pipe.execute()
 
+    def finish_job(self, job_id: str, state: str, result) -> None:
+        """Store the final state of a job the client itself ran (a predict batch of many tasks)."""
+        try:
+            if state == JobState.SUCCESS.value:
+                self.app.backend.store_result(job_id, result, state)
+            else:
+                self.app.backend.mark_as_failure(job_id, DigitqError(str(result)))
+        except redis.exceptions.RedisError:
+            pass  # only `digitq jobs` would miss it
+
     def _submit(self, task: str, queue: str, payload: dict, kind: str, name: str) -> str:
         job_id = uuid.uuid4().hex
         self.record_job(job_id, kind, name, payload)

@@ -7,6 +7,8 @@ import json
 import os
 import sys
 import time
+import uuid
+from pathlib import Path
 from enum import Enum
 from typing import Annotated, Optional
 
@@ -32,8 +34,9 @@ models_app = typer.Typer(help="The model registry: every successful training reg
                          no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: a long line stays one line when piped (scripts parse these lines).
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def friendly_errors(fn):
@@ -112,7 +115,7 @@ def submit_train(
     batch_size: Annotated[Optional[int], typer.Option(help="Images per replica per step (global = this x replicas). [default: the architecture's]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: the architecture's]")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout rate, 0 to 0.95.")] = None,
-    conv_channels: Annotated[Optional[str], typer.Option(help="Channels of the two conv stages, e.g. 32,64.")] = None,
+    conv_channels: Annotated[Optional[str], typer.Option(help="Channels per conv stage: 3 for cnn (32,64,128), 2 for seed-cnn (32,64).")] = None,
     dense_units: Annotated[Optional[int], typer.Option(help="Units of the hidden dense layer.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights and shuffling.")] = 0,
     name: Annotated[str, typer.Option(help="Register the trained model under this name.")] = "digits",
@@ -123,7 +126,7 @@ def submit_train(
     standardize: Annotated[bool, typer.Option(help="Standardise pixels with the training set's mean and std.")] = True,
     shuffle: Annotated[bool, typer.Option(help="Reshuffle the training set every epoch (seeded).")] = True,
     schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: onecycle or constant.")] = None,
-    label_smoothing: Annotated[float, typer.Option(help="Label smoothing, 0 to 0.5.")] = 0.0,
+    label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing, 0 to 0.5. [default: the architecture's]")] = None,
     save_every: Annotated[int, typer.Option(help="Back up every N batches as well as every epoch (0 = epochs only).")] = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job, with a live progress bar, and print the result.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final result as one JSON object (implies --wait).")] = False,
@@ -169,8 +172,10 @@ def status(
         out.print("  " + "  ".join(f"{k}={v}" for k, v in p.items()), markup=False, highlight=False)
     if st.error:
         out.print(f"  {st.error}", markup=False, highlight=False)
-    if st.result:
+    if st.result and "test_accuracy" in st.result:
         _print_train_result(st.to_dict())
+    elif st.result:
+        out.print("  " + "  ".join(f"{k}={v}" for k, v in st.result.items()), markup=False, highlight=False)
 
 
 @app.command("wait")
@@ -260,13 +265,15 @@ def predict(
     client = _client()
     ok = False
     started = time.monotonic()
+    batch_id = uuid.uuid4().hex
     console = err if (as_json or output == "-") else out
     try:
         with Progress(TextColumn("[bold]classifying"), BarColumn(bar_width=30), MofNCompleteColumn(),
                       TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
             task = bar.add_task("predict", total=None, rate="")
             for row in predict_folder(client, folder, model, recursive=recursive, chunk_size=chunk_size,
-                                      remote=remote, on_total=lambda n: bar.update(task, total=n)):
+                                      remote=remote, on_total=lambda n: bar.update(task, total=n),
+                                      batch_id=batch_id):
                 writer.write(row)
                 done = writer.classified + writer.failed
                 if done % 50 == 0:
@@ -276,9 +283,12 @@ def predict(
         ok = True
     finally:
         writer.close(keep=ok)
+        if not ok:
+            client.finish_job(batch_id, "FAILURE", "interrupted or failed before all rows were written")
     seconds = time.monotonic() - started
-    summary = {"classified": writer.classified, "failed": writer.failed, "output": output,
+    summary = {"job_id": batch_id, "classified": writer.classified, "failed": writer.failed, "output": output,
                "seconds": round(seconds, 3), "images_per_second": round((writer.classified + writer.failed) / seconds, 1)}
+    client.finish_job(batch_id, "SUCCESS", summary)
     if as_json:
         _print_json(summary)
     else:
@@ -384,6 +394,8 @@ def models_export(
 
     from digitq.common.registry import resolve_model
 
+    if Path(directory).expanduser().exists():
+        raise DigitqError(f"{directory} already exists; export writes a new folder")
     rec = resolve_model(_client(quiet=True).redis, ref)
     if importlib.util.find_spec("tensorflow") is None:
         raise DigitqError("export needs TensorFlow here: pip install 'digitq[worker]'")

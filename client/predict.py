@@ -66,13 +66,15 @@ def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list,
 
 def predict_folder(client, folder: str, model: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
                    remote: bool = False, window: int = DEFAULT_WINDOW,
-                   on_total: Callable[[int], None] | None = None, timeout: float = 3600) -> Iterator[Row]:
-    """Yield a Row per file of `folder`, in sorted file order."""
+                   on_total: Callable[[int], None] | None = None, timeout: float = 3600,
+                   batch_id: str | None = None) -> Iterator[Row]:
+    """Yield a Row per file of `folder`, in sorted file order. `batch_id` names the run in
+    `digitq jobs`; its chunks are tasks `<batch_id>-000000`, `-000001`, ..."""
     if not 1 <= chunk_size <= 5000:
         raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
     record = resolve_model(client.redis, model)  # unknown model: fail before any work
     ref = f"{record['name']}:{record['version']}"
-    batch_id = uuid.uuid4().hex
+    batch_id = batch_id or uuid.uuid4().hex
     if remote:
         listing = _call(client, LIST_TASK, {"folder": folder, "recursive": recursive}, f"{batch_id}-list", timeout)
         base, files = listing["folder"], listing["files"]

@@ -18,8 +18,10 @@ def resolve_within(path: str | Path, roots: list[Path], base: Path | None = None
         p = (base or roots[0]) / p
     try:
         resolved = p.resolve(strict=False)
-    except (OSError, RuntimeError) as exc:  # symlink loop
-        raise PathNotAllowed(f"cannot resolve {raw!r}: {exc}") from None
+    except RuntimeError:  # Python < 3.13 reports a symlink loop this way
+        raise PathNotAllowed("unreadable: symlink loop") from None
+    except OSError as exc:
+        raise PathNotAllowed("unreadable: symlink loop" if exc.errno == 40 else f"cannot resolve {raw!r}: {exc.strerror}") from None
     for root in roots:
         root = root.resolve()
         if resolved == root or root in resolved.parents:

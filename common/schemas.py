@@ -138,7 +138,7 @@ class TrainRequest(_Validated):
     standardize: bool = _spec(True, bool, doc="subtract the mean and divide by the std of the training pixels")
     shuffle: bool = _spec(True, bool, doc="reshuffle the training set every epoch (seeded)")
     schedule: str | None = _spec(None, str, choices=SCHEDULES, optional=True, doc="learning-rate schedule")
-    label_smoothing: float = _spec(0.0, float, 0.0, 0.5, doc="label smoothing")
+    label_smoothing: float | None = _spec(None, float, 0.0, 0.5, optional=True, doc="label smoothing")
     save_every_batches: int = _spec(0, int, 0, 10**6, doc="back up every N batches too (0 = each epoch only)")
     augment: bool = _spec(False, bool, doc="random affine augmentation")
     precision: str = _spec("float32", str, choices=PRECISIONS, doc="mixed = mixed_float16 on GPUs")

@@ -101,6 +101,7 @@ class WorkerProcess:
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        self._log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "digitq.worker", "--queues", self.queues, "--hostname", f"{self.name}@test",
@@ -120,7 +121,7 @@ class WorkerProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.log()[-3000:]}")
-            if " ready." in self.log():
+            if " ready." in self.log()[self._log_start:]:  # this start's lines, not an earlier run's
                 return
             time.sleep(0.2)
         raise RuntimeError(f"worker not ready after {timeout} s:\n{self.log()[-3000:]}")

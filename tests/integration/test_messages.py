@@ -90,7 +90,7 @@ def test_job_ids_with_path_parts_are_refused(shared_worker, client_env, shared_h
     client = Client(client_env["DIGITQ_BROKER_URL"])
     r = client.app.send_task(TRAIN_TASK, args=[{"epochs": 1}], task_id="../escape", queue="train")
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and client.redis.get("celery-task-meta-../escape") is None:
+    while time.monotonic() < deadline and b'"FAILURE"' not in (client.redis.get("celery-task-meta-../escape") or b""):
         time.sleep(0.2)
     meta = json.loads(client.redis.get("celery-task-meta-../escape"))
     assert meta["status"] == "FAILURE" and "invalid job id" in json.dumps(meta["result"])
