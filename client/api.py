@@ -237,9 +237,9 @@ def connect(settings: Settings | None = None, start_local: bool = True,
         from digitq.worker.local import LocalStack, ensure_running
 
         if start_local:
-            url, started = ensure_running(settings)
-            if started and notify:
-                notify(f"started the embedded stack (redis-server and a worker) under {settings.local_dir}")
+            url, note = ensure_running(settings)
+            if note and notify:
+                notify(note)
         else:
             url = LocalStack(settings).broker_url()
             if not url:

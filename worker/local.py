@@ -140,11 +140,23 @@ class LocalStack:
         }
 
     # --- start / stop --------------------------------------------------------------------
+    def stale_worker(self) -> str | None:
+        """The installation a running worker came from, when it is not this one (else None).
+
+        A stack started from another checkout or virtualenv runs that code, not ours."""
+        origin = self._read("worker.origin")
+        if self.worker_running() and origin != _origin():
+            return origin or "an older digitq"
+        return None
+
     def up(self, worker: bool = True) -> dict:
-        """Start whatever is not running; return `status()`. Idempotent."""
+        """Start whatever is not running (and restart a worker from another installation);
+        return `status()`. Idempotent."""
         with self._lock():
             if not self.redis_running():
                 self._start_redis()
+            if worker and self.stale_worker():
+                _terminate(self._pid("worker.pid"), "digitq.worker")  # its job is redelivered and resumes
             if worker and not self.worker_running():
                 self._start_worker()
         return self.status()
@@ -195,6 +207,7 @@ class LocalStack:
             cwd=str(self.settings.home), start_new_session=True,
         )
         (self.dir / "worker.pid").write_text(str(proc.pid))
+        (self.dir / "worker.origin").write_text(_origin())
 
     def down(self) -> dict:
         """Stop the worker (it finishes nothing: a running job is redelivered later), then Redis."""
@@ -205,6 +218,11 @@ class LocalStack:
                     _terminate(pid, marker)
                 (self.dir / name).unlink(missing_ok=True)
         return self.status()
+
+
+def _origin() -> str:
+    """This installation: the Python that runs and where digitq's code lives."""
+    return f"{sys.executable} {Path(__file__).resolve().parent.parent}"
 
 
 def _terminate(pid: int, marker: str) -> None:
@@ -219,13 +237,18 @@ def _terminate(pid: int, marker: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def ensure_running(settings: Settings) -> tuple[str, bool]:
-    """The embedded broker URL, starting the stack first if needed; (url, started_now)."""
+def ensure_running(settings: Settings) -> tuple[str, str | None]:
+    """The embedded broker URL, starting the stack first if needed; (url, what was done or None)."""
     stack = LocalStack(settings)
-    started = not (stack.redis_running() and stack.worker_running())
-    if started:
+    stale = stack.stale_worker()
+    note = None
+    if stale:
+        note = f"restarted the embedded worker under {settings.local_dir} (it ran {stale})"
+    elif not (stack.redis_running() and stack.worker_running()):
+        note = f"started the embedded stack (redis-server and a worker) under {settings.local_dir}"
+    if note:
         stack.up()
     url = stack.broker_url()
     if not url:
         raise LocalStackError(f"the embedded stack did not start; see {stack.dir}")
-    return url, started
+    return url, note
