@@ -20,7 +20,9 @@ import redis
 
 from digitq.common.celery_app import make_celery
 from digitq.common.errors import BrokerUnavailable, DigitqError, JobCancelled, JobFailed, NoSuchJob
-from digitq.common.names import JOBS_INDEX_KEY, TRAIN_QUEUE, TRAIN_TASK, JobState, cancel_key, job_key
+from digitq.common.names import (
+    JOBS_INDEX_KEY, TRAIN_QUEUE, TRAIN_TASK, WORKER_KEY_PREFIX, JobState, cancel_key, job_key, log_key,
+)
 from digitq.common.schemas import TrainRequest, check_job_id
 from digitq.common.settings import Settings, load_settings
 
@@ -206,6 +208,20 @@ class Client:
             except NoSuchJob:
                 self.redis.zrem(JOBS_INDEX_KEY, job_id)
         return out
+
+    def workers(self) -> list[dict]:
+        """Live workers' announcements: node, host, queues, devices, TensorFlow, current job."""
+        out = []
+        for key in sorted(self.redis.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200)):
+            raw = self.redis.get(key)
+            if raw:
+                out.append(json.loads(raw))
+        return out
+
+    def logs(self, job_id: str, start: int = 0) -> list[str]:
+        """A job's log lines from index `start` on."""
+        check_job_id(job_id)
+        return [line.decode(errors="replace") for line in self.redis.lrange(log_key(job_id), start, -1)]
 
     def cancel(self, job_id: str) -> JobStatus:
         """Stop a queued or running job for good: the flag in Redis outlives worker restarts."""

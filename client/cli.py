@@ -14,9 +14,10 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from digitq.common.errors import DigitqError, InvalidRequest
+from digitq.common.names import JobState
 from digitq.common.schemas import TrainRequest
 
 app = typer.Typer(
@@ -202,7 +203,8 @@ def jobs(
     if as_json:
         _print_json([{k: v for k, v in r.to_dict().items() if k != "history"} for r in rows])
         return
-    t = Table("job", "kind", "name", "state", "submitted", "accuracy")
+    t = Table("kind", "name", "state", "submitted", "accuracy")
+    t.columns.insert(0, Column("job", min_width=32, no_wrap=True))
     for r in rows:
         when = datetime.datetime.fromtimestamp(r.submitted).strftime("%Y-%m-%d %H:%M:%S") if r.submitted else ""
         acc = f"{r.result['test_accuracy'] * 100:.2f}%" if r.result and "test_accuracy" in r.result else ""
@@ -403,6 +405,84 @@ def models_export(
 
     path = export_saved_model(rec, directory)
     out.print(f"exported {rec['name']}:{rec['version']} to {path}", markup=False, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def workers(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False):
+    """List live workers: host, queues, devices (GPUs or CPU replicas), TensorFlow, current job."""
+    rows = _client(quiet=True).workers()
+    if as_json:
+        _print_json(rows)
+        return
+    t = Table("node", "queues", "devices", "tensorflow", "current job", "jobs done")
+    for w in rows:
+        devices = ", ".join(w.get("gpus") or []) or f"CPU x{w.get('replicas') or 1}"
+        job = w.get("current_job") or {}
+        current = f"{job.get('job_id', '')} ({job.get('task', '').split('.')[-1]}, {time.time() - job.get('since', time.time()):.0f} s)" if job else ""
+        t.add_row(w["node"], ",".join(w.get("queues") or []), devices, w.get("tensorflow") or "", current,
+                  str(w.get("jobs_done", 0)))
+    out.print(t)
+    if not rows:
+        err.print("no live workers (they announce themselves every 10 s)", markup=False)
+
+
+@app.command()
+@friendly_errors
+def logs(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")] = False,
+):
+    """Print a job's log lines, as the worker wrote them; --follow streams them live."""
+    client = _client(quiet=True)
+    st = client.status(job_id)  # unknown job: a clear error
+    seen = 0
+    while True:
+        lines = client.logs(job_id, seen)
+        for line in lines:
+            sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+        seen += len(lines)
+        if not follow or JobState(st.state).finished:
+            if follow and not lines:
+                break
+            if not follow:
+                break
+        time.sleep(0.5)
+        st = client.status(job_id)
+
+
+@app.command()
+@friendly_errors
+def tensorboard(
+    target: Annotated[Optional[str], typer.Argument(help="A job id or NAME[:VERSION]; all jobs when left out.")] = None,
+    start: Annotated[bool, typer.Option("--start", help="Run TensorBoard here instead of printing the command.")] = False,
+    port: Annotated[int, typer.Option(help="Port for --start.")] = 6006,
+):
+    """Print (or --start) the TensorBoard command for a job's, a model's or all jobs' logs."""
+    from digitq.common.settings import load_settings
+
+    settings = load_settings()
+    logdir = settings.jobs_dir
+    if target:
+        from digitq.common.registry import resolve_model
+        from digitq.common.schemas import JOB_ID_RE
+
+        if ":" not in target and JOB_ID_RE.match(target) and (settings.jobs_dir / target).is_dir():
+            job_id = target
+        else:
+            job_id = resolve_model(_client(quiet=True).redis, target)["job_id"]
+        logdir = settings.jobs_dir / job_id / "tensorboard"
+    argv = ["tensorboard", "--logdir", str(logdir), "--port", str(port)]
+    if not start:
+        out.print(" ".join(argv), markup=False, highlight=False)
+        return
+    import shutil
+
+    exe = shutil.which("tensorboard")
+    if not exe:
+        raise DigitqError("tensorboard is not installed here: pip install 'digitq[worker]' (or run the printed command elsewhere)")
+    os.execv(exe, argv)
 
 
 def _show_local(st: dict, as_json: bool) -> None:

@@ -29,6 +29,19 @@ def cancel_key(job_id: str) -> str:
     return f"{KEY_PREFIX}cancel:{job_id}"
 
 
+def log_key(job_id: str) -> str:
+    """List of a job's log lines, appended by the worker that runs it (`digitq logs`)."""
+    return f"{KEY_PREFIX}log:{job_id}"
+
+
+WORKER_KEY_PREFIX = KEY_PREFIX + "worker:"
+
+
+def worker_key(node: str) -> str:
+    """A live worker's announcement (JSON, expires unless refreshed): `digitq workers`."""
+    return WORKER_KEY_PREFIX + node
+
+
 def lease_key(job_id: str) -> str:
     """Held (with a TTL renewed by a heartbeat) by the one worker running a job."""
     return f"{KEY_PREFIX}lease:{job_id}"

@@ -53,6 +53,7 @@ class Settings:
     lease_seconds: int = DEFAULT_LEASE_SECONDS  # seconds
     result_ttl: int = DEFAULT_RESULT_TTL  # seconds
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # bytes
+    metrics_port: int = 0  # DIGITQ_METRICS_PORT: serve Prometheus metrics there (0 = off)
     extra: dict = field(default_factory=dict)
 
     @property
@@ -114,4 +115,5 @@ def load_settings() -> Settings:
         lease_seconds=_int_env("DIGITQ_LEASE_SECONDS", DEFAULT_LEASE_SECONDS, 1),
         result_ttl=_int_env("DIGITQ_RESULT_TTL", DEFAULT_RESULT_TTL, 1),
         max_message_bytes=_int_env("DIGITQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024),
+        metrics_port=_int_env("DIGITQ_METRICS_PORT", 0),
     ))

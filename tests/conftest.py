@@ -72,7 +72,10 @@ def shared_home(tmp_path_factory, data_dir) -> Path:
 @pytest.fixture(scope="session")
 def shared_worker(shared_redis, shared_home, data_dir):
     """A real worker process (2 CPU replicas) on the session's Redis."""
-    w = WorkerProcess(shared_redis.url, shared_home, data_dir, name="w1", cpu_replicas=2)
+    from tests.processes import free_port
+
+    w = WorkerProcess(shared_redis.url, shared_home, data_dir, name="w1", cpu_replicas=2,
+                      extra_env={"DIGITQ_METRICS_PORT": str(free_port())})
     w.start()
     w.wait_ready()
     yield w

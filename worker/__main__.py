@@ -36,11 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         from digitq.worker.devices import configure_devices, select_gpus_env
 
         select_gpus_env(settings)  # before TensorFlow is imported anywhere
-        from digitq.worker.tasks import app
+        from digitq.worker import tasks
 
+        app = tasks.app
+        tasks.WORKER_CONFIG["queues"] = queues
         if args.concurrency == 1:
             info = configure_devices(settings)
             logging.getLogger("digitq.worker").info("devices: %s", info)
+            tasks.WORKER_CONFIG["devices"] = info
             pool = ["-P", "solo"]
         else:
             pool = ["-P", "prefork", "-c", str(args.concurrency)]

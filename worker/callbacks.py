@@ -3,6 +3,7 @@ per-epoch history that survives redelivery, cancellation, and backups for resumi
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Callable
@@ -10,7 +11,10 @@ from typing import Callable
 import keras
 
 from digitq.common.errors import JobCancelled
+from digitq.worker import prometheus
 from digitq.worker.checkpoints import read_json, write_json
+
+log = logging.getLogger("digitq.worker.train")
 
 PROGRESS_INTERVAL = 0.5
 """Seconds between two progress reports (each is a write to the result backend)."""
@@ -116,6 +120,11 @@ class HistoryCallback(keras.callbacks.Callback):
             self._resumed = False
         self.entries.append(entry)
         write_json(self.path, self.entries)
+        prometheus.epoch_ended(seconds, entry["images_per_second"])
+        log.info("epoch %d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f, %.1f s, %s images/s%s",
+                 epoch + 1, entry.get("loss", float("nan")), entry.get("accuracy", float("nan")),
+                 entry.get("val_loss", float("nan")), entry.get("val_accuracy", float("nan")), seconds,
+                 entry["images_per_second"], " (resumed)" if entry.get("resumed") else "")
 
 
 class EpochAndBatchBackup(keras.callbacks.BackupAndRestore):

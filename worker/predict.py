@@ -106,6 +106,9 @@ def run_predict_chunk(payload, settings: Settings, r) -> dict:
                 errors.append(str(exc))
         pixels = np.stack(images) if images else np.zeros((0, 28, 28), np.uint8)
     probs = predict_pixels(settings, record, pixels)
+    from digitq.worker import prometheus
+
+    prometheus.images_predicted(len(pixels))
     out, k = [], 0
     for err in errors:
         if err is None:

@@ -13,13 +13,15 @@ import os
 import socket
 
 import redis
+from celery import signals
 from celery.exceptions import Ignore
 
 from digitq.common.celery_app import make_celery
 from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled
 from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, TRAIN_TASK
 from digitq.common.settings import load_settings
-from digitq.worker import jobs
+from digitq.worker import jobs, prometheus
+from digitq.worker.presence import JobLogHandler, Presence
 
 log = logging.getLogger("digitq.worker")
 
@@ -46,6 +48,45 @@ app = make_celery(settings, broker_url)
 redis_client = redis.Redis.from_url(broker_url, health_check_interval=30)
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 """Owner string of the leases this process takes."""
+
+WORKER_CONFIG: dict = {"queues": [], "devices": {}}
+"""Set by digitq.worker.__main__ before the worker starts: what it announces."""
+
+_presence: dict = {}
+
+
+@signals.worker_ready.connect
+def _announce(sender=None, **_):
+    p = Presence(redis_client, sender.hostname, WORKER_CONFIG["queues"], WORKER_CONFIG["devices"])
+    p.start()
+    _presence["p"] = p
+    if settings.metrics_port:
+        prometheus.start_metrics_server(settings.metrics_port, redis_client, WORKER_CONFIG["queues"])
+
+
+@signals.worker_shutdown.connect
+def _withdraw(**_):
+    if "p" in _presence:
+        _presence["p"].stop()
+
+
+@signals.task_prerun.connect
+def _job_started(task_id=None, task=None, **_):
+    handler = JobLogHandler(redis_client, task_id, settings.result_ttl)
+    logging.getLogger("digitq").addHandler(handler)
+    _presence["handler"] = handler
+    if "p" in _presence:
+        _presence["p"].job_started(task_id, task.name)
+
+
+@signals.task_postrun.connect
+def _job_finished(task_id=None, task=None, state=None, **_):
+    handler = _presence.pop("handler", None)
+    if handler is not None:
+        logging.getLogger("digitq").removeHandler(handler)
+    if "p" in _presence:
+        _presence["p"].job_finished()
+    prometheus.job_ended(task.name, state or "UNKNOWN")
 
 
 def message_payload(args: tuple, kwargs: dict, limit: int) -> dict:

@@ -9,6 +9,7 @@ each global batch across the replicas and all-reduces the gradients).
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import os
 import time
@@ -21,6 +22,8 @@ from digitq.common.settings import Settings
 from digitq.worker import checkpoints, data
 from digitq.worker.devices import configure_devices, make_strategy
 from digitq.worker.metrics import score_predictions
+
+log = logging.getLogger("digitq.worker.train")
 
 PREDICT_BATCH = 1024
 """Images per replica per step when evaluating."""
@@ -76,6 +79,9 @@ def train(
     val_ds = data.make_tf_dataset(ds.val, global_batch) if len(ds.val) else None
     backup_dir = folder / "backup"
     resumed = (backup_dir / "training_metadata.json").exists()
+    log.info("job %s: %s on %d %s images (%d validation), %d epoch(s), %d replica(s) on %s, global batch %d%s",
+             job_id, hp.arch, len(ds.train), ds.name, len(ds.val), request.epochs, replicas,
+             ", ".join(info["gpus"]) or "CPU", global_batch, ", resuming from backup" if resumed else "")
     callbacks = [
         cb.EpochAndBatchBackup(str(backup_dir), save_freq=request.save_every_batches or "epoch"),
         cb.HistoryCallback(folder / "history.json", len(ds.train)),
@@ -90,6 +96,7 @@ def train(
         history = callbacks[1].entries
 
         report({"phase": "evaluating"})
+        log.info("job %s: evaluating on %d test images", job_id, len(ds.test) if ds.test is not None else 0)
         if ds.test is not None and len(ds.test):
             probs = model.predict(ds.test.x[..., None], batch_size=PREDICT_BATCH * replicas, verbose=0)
             scores = score_predictions(probs, ds.test.y)
@@ -107,6 +114,8 @@ def train(
         keras.backend.clear_session()
         gc.collect()
 
+    log.info("job %s: test accuracy %.4f, loss %.4f, %.1f s", job_id, scores["accuracy"], scores["loss"],
+             time.time() - started)
     result = TrainResult(
         job_id=job_id,
         state="SUCCESS",
