@@ -170,6 +170,7 @@ class TrainResult:
     devices: list = field(default_factory=list)
     train_images: int = 0
     dataset: str = "mnist"
+    worker: str = ""  # host:pid of the worker that finished the job
     resumed: bool = False  # an earlier delivery was interrupted and this one went on from its backup
 
     def to_dict(self) -> dict:

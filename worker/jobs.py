@@ -55,10 +55,10 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
         done = checkpoints.read_json(folder / "result.json")  # it may have finished meanwhile
         if done is not None:
             return done
-        return _train_and_register(job_id, request, settings, r, report)
+        return _train_and_register(job_id, request, settings, r, report, owner)
 
 
-def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report) -> dict:
+def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report, owner: str) -> dict:
     from digitq.worker.train import train
 
     folder = checkpoints.job_dir(settings, job_id)
@@ -73,6 +73,7 @@ def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, 
         "kind": "single",
     })
     result.model = f"{request.name}:{version}"
+    result.worker = owner
     data = result.to_dict()
     checkpoints.write_json(folder / "result.json", data)
     return data

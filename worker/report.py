@@ -1,0 +1,416 @@
+"""Training reports: PNG plots and a Markdown summary of one training job, drawn headless on a worker.
+
+    paths = render_report(settings, job_id_or_registry_record, out_dir)
+    result = run_report({"target": "digits:3"}, settings, r)    # the `digitq.report` task
+
+Files (in `<job folder>/report/` for the task):
+
+    curves.png         loss and accuracy per epoch, training and validation (a resumed epoch is marked)
+    confusion.png      10 x 10 confusion matrix with counts: true digit in rows, predicted in columns
+    misclassified.png  up to 64 wrongly classified MNIST test digits, most confident mistakes first
+    samples.png        the first 32 MNIST test digits with the predicted digit and its confidence
+    summary.md         model, architecture, epochs, test accuracy, per-class table, wall time, the plots
+
+The galleries come from running the job's model on the MNIST test images it was scored on (the
+first `test_size` of them), so they agree with the confusion matrix. Digits are shown as MNIST
+stores them and the model sees them: white ink on black. matplotlib (Agg, via Figure objects, so
+no pyplot state and no display) and TensorFlow are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from digitq.common.errors import DataError, DigitqError, InvalidRequest, NoSuchJob, NoSuchModel
+from digitq.common.paths import resolve_within
+from digitq.common.registry import resolve_model
+from digitq.common.schemas import JOB_ID_RE, MODEL_NAME_RE, check_job_id
+from digitq.common.settings import Settings
+from digitq.worker import checkpoints
+
+DPI = 100
+"""Dots per inch of every PNG: figure sizes below are in pixels at this density."""
+
+CURVES_SIZE = (1000, 400)
+CONFUSION_SIZE = (720, 640)
+
+GALLERY_COLUMNS = 8
+GALLERY_CELL = (160, 150)
+"""Pixels per gallery cell (width, height): a 112 x 112 digit (28 x 28 at 4x) and its title."""
+
+GALLERY_HEADER = 50
+"""Pixels above a gallery's cells, for its heading."""
+
+DIGIT_SCALE = 4
+
+MAX_MISCLASSIFIED = 64
+SAMPLES = 32
+
+REPORT_FILES = ("curves.png", "confusion.png", "misclassified.png", "samples.png", "summary.md")
+"""What render_report writes, in this order."""
+
+REPORT_DIR = "report"
+"""The task's output folder inside the job folder."""
+
+TRAIN_COLOUR, VAL_COLOUR, WRONG_COLOUR = "#1f77b4", "#ff7f0e", "#d62728"
+
+
+def gallery_size(count: int) -> tuple[int, int]:
+    """Width and height in pixels of a gallery of `count` digits (one empty row when there are none)."""
+    rows = max(1, math.ceil(count / GALLERY_COLUMNS))
+    return GALLERY_COLUMNS * GALLERY_CELL[0], GALLERY_HEADER + rows * GALLERY_CELL[1]
+
+
+# --- the plots (NumPy and matplotlib only: no TensorFlow) ----------------------------------------
+
+
+def _figure(size_px: tuple[int, int], **kwargs):
+    from matplotlib.figure import Figure  # a bare Figure draws with Agg; pyplot (and a display) never loads
+
+    return Figure(figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI, **kwargs)
+
+
+def _save(fig, path: Path) -> Path:
+    """PNG at exactly the figure's size, written under a temporary name and renamed."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        fig.savefig(tmp, format="png", dpi=DPI, facecolor="white")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _series(history: list, key: str) -> tuple[list, list]:
+    """(epochs, values) of one metric, skipping epochs where it is missing or not finite."""
+    xs, ys = [], []
+    for e in history:
+        v = e.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            xs.append(e["epoch"])
+            ys.append(float(v))
+    return xs, ys
+
+
+def plot_curves(history: list, path: Path, title: str) -> Path:
+    """Loss (left) and accuracy (right) per epoch, training and validation; a resumed epoch is marked."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    fig = _figure(CURVES_SIZE, layout="constrained")
+    fig.suptitle(title, fontsize=12)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    n = max([e.get("epoch", 0) for e in history] or [1])
+    for ax, key, label in ((ax_loss, "loss", "loss (cross-entropy)"), (ax_acc, "accuracy", "accuracy")):
+        scale = 100.0 if key == "accuracy" else 1.0
+        for prefix, name, colour, style in (("", "training", TRAIN_COLOUR, "o-"), ("val_", "validation", VAL_COLOUR, "s--")):
+            xs, ys = _series(history, prefix + key)
+            if xs:
+                ax.plot(xs, [y * scale for y in ys], style, color=colour, label=name, markersize=5, linewidth=1.8)
+        for e in history:
+            if e.get("resumed"):
+                ax.axvline(e["epoch"] - 0.5, color="#555555", linestyle=":", linewidth=1.5,
+                           label=f"resumed at epoch {e['epoch']}")
+        ax.set_title(label.capitalize(), fontsize=11)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label + (" (%)" if key == "accuracy" else ""))
+        ax.set_xlim(0.5, n + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(n, 10)))
+        ax.grid(True, alpha=0.3)
+        if key == "accuracy":
+            ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
+        if ax.has_data():
+            ax.legend(fontsize=9, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no per-epoch history", transform=ax.transAxes, ha="center", va="center", color="grey")
+    return _save(fig, path)
+
+
+def plot_confusion(confusion, path: Path, title: str) -> Path:
+    """Heatmap of the confusion counts (rows = true digit, columns = predicted), each cell labelled.
+
+    The colour is the share of the true digit's images (square-root scale, so the few mistakes
+    are visible next to the diagonal); the numbers are counts.
+    """
+    from matplotlib.colors import PowerNorm
+
+    counts = np.asarray(confusion, dtype=np.int64).reshape(10, 10)
+    totals = counts.sum(axis=1, keepdims=True)
+    share = np.divide(counts, totals, out=np.zeros((10, 10)), where=totals > 0)
+    fig = _figure(CONFUSION_SIZE, layout="constrained")
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), origin="upper")
+    bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label("share of the true digit's test images")
+    bar.set_ticks([0, 0.01, 0.05, 0.2, 0.5, 1.0])
+    bar.set_ticklabels(["0", "1%", "5%", "20%", "50%", "100%"])
+    size = 9 if counts.max() < 10000 else 7
+    for t in range(10):
+        for p in range(10):
+            c = int(counts[t, p])
+            colour = "white" if share[t, p] > 0.35 else ("#bbbbbb" if c == 0 else "black")
+            ax.text(p, t, str(c), ha="center", va="center", fontsize=size, color=colour,
+                    fontweight="bold" if t == p else "normal")
+    ax.set_xticks(range(10))
+    ax.set_yticks(range(10))
+    ax.set_xlabel("predicted digit", fontsize=11)
+    ax.set_ylabel("true digit", fontsize=11)
+    ax.xaxis.set_label_position("top")
+    ax.xaxis.tick_top()
+    ax.set_title(title, fontsize=11, pad=10)
+    ax.tick_params(length=0)
+    return _save(fig, path)
+
+
+def plot_digit_gallery(images: np.ndarray, titles: list[str], path: Path, heading: str,
+                       wrong: list[bool] | None = None, empty_text: str = "no digits") -> Path:
+    """A grid of 28 x 28 digits (white on black, 4x, pixel for pixel), each titled; `wrong` ones framed in red."""
+    count = len(images)
+    width, height = gallery_size(count)
+    cell_w, cell_h = GALLERY_CELL
+    side = 28 * DIGIT_SCALE
+    fig = _figure((width, height))
+    fig.text(0.5, 1 - (GALLERY_HEADER / 2) / height, heading, ha="center", va="center", fontsize=12)
+    if count == 0:
+        fig.text(0.5, (height - GALLERY_HEADER) / 2 / height, empty_text, ha="center", va="center", fontsize=11,
+                 color="grey")
+    for i in range(count):
+        row, col = divmod(i, GALLERY_COLUMNS)
+        left = col * cell_w + (cell_w - side) / 2
+        top = GALLERY_HEADER + row * cell_h + 26  # the title sits in the 26 px above the digit
+        ax = fig.add_axes((left / width, 1 - (top + side) / height, side / width, side / height))
+        ax.imshow(images[i], cmap="gray", vmin=0, vmax=255, interpolation="nearest", origin="upper")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        is_wrong = bool(wrong and wrong[i])
+        for spine in ax.spines.values():
+            spine.set_visible(is_wrong)
+            spine.set_color(WRONG_COLOUR)
+            spine.set_linewidth(2.5)
+        ax.set_title(titles[i], fontsize=9, pad=4, color=WRONG_COLOUR if is_wrong else "black")
+    return _save(fig, path)
+
+
+def _pct(x: float) -> str:
+    """A confidence as a percentage that never rounds up to certainty (0.99971 -> '>99.9%')."""
+    p = float(x) * 100
+    if 99.95 <= p < 100:
+        return ">99.9%"
+    return f"{p:.1f}%" if 99 <= p < 100 else f"{p:.0f}%"
+
+
+# --- one job's data --------------------------------------------------------------------------
+
+
+def _job_of(settings: Settings, record_or_job) -> tuple[str, dict | None]:
+    """(job id, registry record or None) for a job id or a record from resolve_model."""
+    if isinstance(record_or_job, dict):
+        job_id = record_or_job.get("job_id")
+        if not job_id:
+            raise DataError(f"model {record_or_job.get('name')}:{record_or_job.get('version')} "
+                            "was not made by a training job, so it has no job to report on")
+        return check_job_id(job_id), record_or_job
+    return check_job_id(record_or_job), None
+
+
+def load_job(settings: Settings, record_or_job) -> dict:
+    """A job's stored files: {"job_id", "folder", "record", "request", "history", "result", "model_path"}."""
+    job_id, record = _job_of(settings, record_or_job)
+    folder = checkpoints.job_dir(settings, job_id)
+    if not folder.is_dir():
+        raise NoSuchJob(f"job {job_id} has no folder on the shared volume ({folder})")
+    result = checkpoints.read_json(folder / "result.json")
+    model_path = resolve_within(record["path"], [settings.home]) if record else folder / "model.keras"
+    if not model_path.is_file():
+        raise DataError(f"job {job_id} has no model file yet ({model_path}): it is still running, or it failed")
+    return {
+        "job_id": job_id,
+        "folder": folder,
+        "record": record or {"name": None, "version": None, "job_id": job_id, "path": str(model_path)},
+        "request": checkpoints.read_json(folder / "request.json", {}),
+        "history": checkpoints.read_json(folder / "history.json", []),
+        "result": result,
+        "model_path": model_path,
+    }
+
+
+def _model_label(job: dict) -> str:
+    rec, res = job["record"], job["result"] or {}
+    if rec.get("name"):
+        return f"{rec['name']}:{rec['version']}"
+    return res.get("model") or f"job {job['job_id']}"
+
+
+def _classify_test_set(settings: Settings, job: dict) -> dict:
+    """The model's predictions on the MNIST test images the job was scored on."""
+    from digitq.worker.data import load_mnist
+    from digitq.worker.predict import CACHE, predict_pixels
+
+    m = load_mnist(settings)
+    n = job["request"].get("test_size") or len(m["test_labels"])
+    x, y = m["test_images"][:n], m["test_labels"][:n].astype(np.int64)
+    probs = predict_pixels(settings, job["record"], x)
+    model, _replicas = CACHE.get(job["model_path"], settings)
+    return {"x": x, "y": y, "probs": probs, "predicted": probs.argmax(axis=1), "params": int(model.count_params())}
+
+
+def _confusion(job: dict, pred: dict) -> np.ndarray:
+    """result.json's matrix when it covers these test images, else the one just computed."""
+    stored = (job["result"] or {}).get("confusion")
+    if stored and np.asarray(stored).shape == (10, 10) and int(np.sum(stored)) == len(pred["y"]):
+        return np.asarray(stored, dtype=np.int64)
+    counts = np.zeros((10, 10), dtype=np.int64)
+    np.add.at(counts, (pred["y"], pred["predicted"]), 1)
+    return counts
+
+
+def render_report(settings: Settings, record_or_job, out_dir) -> list[Path]:
+    """Write the report of one training job into `out_dir` and return the files' paths.
+
+    Args:
+        record_or_job: a job id (its folder is under settings.jobs_dir), or a registry record
+            (from resolve_model) of a model a training job made.
+        out_dir: created if missing; files already there with the same names are replaced.
+    """
+    job = load_job(settings, record_or_job)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    label = _model_label(job)
+    arch = (job["result"] or {}).get("arch") or job["request"].get("arch") or job["record"].get("arch") or "?"
+    pred = _classify_test_set(settings, job)
+    confusion = _confusion(job, pred)
+    n = len(pred["y"])
+    accuracy = float(np.trace(confusion) / n) if n else float("nan")
+    conf = pred["probs"].max(axis=1)
+    epochs = len(job["history"])
+
+    paths = [plot_curves(job["history"], out / "curves.png",
+                         f"{label} ({arch}): {epochs} epoch{'s' * (epochs != 1)}, test accuracy {accuracy * 100:.2f}%"),
+             plot_confusion(confusion, out / "confusion.png",
+                            f"{label}: {n:,} MNIST test images, accuracy {accuracy * 100:.2f}%")]
+
+    wrong = np.flatnonzero(pred["predicted"] != pred["y"])
+    wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:MAX_MISCLASSIFIED]  # most confident mistakes first
+    paths.append(plot_digit_gallery(
+        pred["x"][wrong],
+        [f"true {pred['y'][i]} / pred {pred['predicted'][i]} ({_pct(conf[i])})" for i in wrong],
+        out / "misclassified.png",
+        f"{label}: {len(wrong)} of {int(n - np.trace(confusion)):,} misclassified test digits, most confident first",
+        empty_text=f"no misclassified digits among the {n:,} test images"))
+
+    shown = np.arange(min(SAMPLES, n))
+    paths.append(plot_digit_gallery(
+        pred["x"][shown],
+        [f"pred {pred['predicted'][i]} ({_pct(conf[i])})" + (f", true {pred['y'][i]}" if pred["predicted"][i] != pred["y"][i] else "")
+         for i in shown],
+        out / "samples.png",
+        f"{label}: the first {len(shown)} test digits, predicted digit and confidence (red: wrong)",
+        wrong=[bool(pred["predicted"][i] != pred["y"][i]) for i in shown]))
+
+    paths.append(_write_summary(out / "summary.md", job, label, arch, pred, confusion))
+    return paths
+
+
+def _write_summary(path: Path, job: dict, label: str, arch: str, pred: dict, confusion: np.ndarray) -> Path:
+    res, req, history = job["result"] or {}, job["request"], job["history"]
+    n = int(confusion.sum())
+    accuracy = np.trace(confusion) / n if n else float("nan")
+    hp = {k: req.get(k) for k in ("conv_channels", "dense_units", "dropout", "batch_size", "learning_rate", "schedule")
+          if req.get(k) is not None}
+    arch_text = f"`{arch}`, {pred['params']:,} parameters" + ("".join(f", {k} {v}" for k, v in hp.items()))
+    resumed = [e["epoch"] for e in history if e.get("resumed")]
+    epochs_text = str(len(history)) + (f" (resumed at epoch {', '.join(map(str, resumed))})" if resumed else "")
+    train_seconds = res.get("train_seconds", sum(e.get("seconds", 0) for e in history))
+    wall = res.get("wall_seconds")
+    lines = [
+        f"# Training report: {label}",
+        "",
+        "| | |",
+        "| --- | --- |",
+        f"| model | {label} |",
+        f"| job | `{job['job_id']}` |",
+        f"| architecture | {arch_text} |",
+        f"| dataset | {res.get('dataset') or req.get('dataset', 'mnist')}"
+        + (f", {res['train_images']:,} training images" if res.get("train_images") else "") + " |",
+        f"| epochs | {epochs_text} |",
+        f"| test accuracy | {accuracy * 100:.2f}% on {n:,} MNIST test images"
+        + (f" (loss {res['test_loss']:.4f})" if isinstance(res.get("test_loss"), (int, float)) else "") + " |",
+        f"| wall time | {_duration(wall) if wall is not None else 'unknown'} (training {_duration(train_seconds)}) |",
+    ]
+    if res.get("devices"):
+        lines.append(f"| devices | {res.get('replicas', 1)} replica(s) on {', '.join(res['devices'])} |")
+    lines += ["", "## Per-class accuracy", "", "| digit | test images | correct | accuracy | most often mistaken for |",
+              "| ---: | ---: | ---: | ---: | --- |"]
+    for d in range(10):
+        total, right = int(confusion[d].sum()), int(confusion[d, d])
+        others = confusion[d].copy()
+        others[d] = 0
+        worst = int(others.argmax())
+        mistaken = f"{worst} ({int(others[worst])}x)" if others[worst] else "-"
+        acc = f"{right / total * 100:.2f}%" if total else "-"
+        lines.append(f"| {d} | {total:,} | {right:,} | {acc} | {mistaken} |")
+    lines += ["", "## Plots", "",
+              "![Loss and accuracy per epoch](curves.png)", "",
+              "![Confusion matrix](confusion.png)", "",
+              "![Misclassified test digits](misclassified.png)", "",
+              "![Sample predictions](samples.png)", "",
+              "Files: [curves.png](curves.png), [confusion.png](confusion.png), "
+              "[misclassified.png](misclassified.png), [samples.png](samples.png)", ""]
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, s = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {s} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+# --- the digitq.report task ------------------------------------------------------------------
+
+
+def resolve_target(target, settings: Settings, r) -> str | dict:
+    """A job id, or the registry record of 'NAME[:VERSION]'.
+
+    'NAME:VERSION' is always a model. A bare word is a registered model name if one exists, else a
+    job id (job ids are the 32-hex Celery task ids, which nobody picks as a model name).
+    """
+    if not isinstance(target, str) or not target:
+        raise InvalidRequest(f"a report target must be a job id or NAME[:VERSION], got {target!r}")
+    if ":" in target:
+        return resolve_model(r, target)
+    if MODEL_NAME_RE.match(target):
+        try:
+            return resolve_model(r, target)
+        except NoSuchModel:
+            if not JOB_ID_RE.match(target):
+                raise
+    check_job_id(target)
+    if not (settings.jobs_dir / target).is_dir():
+        raise NoSuchJob(f"no model or job named {target!r} (see `digitq models list` and `digitq jobs`)")
+    return target
+
+
+def run_report(payload, settings: Settings, r) -> dict:
+    """The `digitq.report` task: render a job's report into `<job folder>/report/` and return
+    {"job_id", "model", "folder", "files": {name: base64 of the file's bytes}}."""
+    if not isinstance(payload, dict) or set(payload) != {"target"}:
+        raise InvalidRequest('a report request is one JSON object {"target": JOB_ID or "NAME[:VERSION]"}')
+    record_or_job = resolve_target(payload["target"], settings, r)
+    job_id, _ = _job_of(settings, record_or_job)
+    folder = checkpoints.job_dir(settings, job_id) / REPORT_DIR
+    paths = render_report(settings, record_or_job, folder)
+    label = f"{record_or_job['name']}:{record_or_job['version']}" if isinstance(record_or_job, dict) else None
+    try:
+        files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in paths}
+    except OSError as exc:
+        raise DigitqError(f"cannot read the report back from {folder}: {exc}") from None
+    return {"job_id": job_id, "model": label, "folder": str(folder), "files": files}
