@@ -80,9 +80,13 @@ def _print_train_result(res: dict) -> None:
     t.add_row("test accuracy", f"{res['test_accuracy'] * 100:.2f}%  (loss {res['test_loss']:.4f})")
     t.add_row("epochs", f"{res['epochs']}  ({res.get('train_images')} training images)")
     for e in res.get("history", []):
-        t.add_row(f"  epoch {e['epoch']}", f"{e['seconds']:.1f} s  loss {e.get('loss', 0):.4f}  "
+        t.add_row(f"  {'model ' + str(e['member']) + ' ' if 'member' in e else ''}epoch {e['epoch']}", f"{e['seconds']:.1f} s  loss {e.get('loss', 0):.4f}  "
                   f"val_acc {e.get('val_accuracy', float('nan')):.4f}  {e.get('images_per_second', 0):.0f} img/s"
                   + ("  (resumed)" if e.get("resumed") else ""))
+    if res.get("member_accuracies"):
+        t.add_row("members", "  ".join(f"{a * 100:.2f}%" for a in res["member_accuracies"]) + "  (averaged above)")
+    for w in res.get("warnings") or []:
+        t.add_row("warning", w)
     t.add_row("wall time", f"{res['wall_seconds']:.1f} s")
     t.add_row("model file", res.get("model_path", ""))
     out.print(t)
@@ -111,7 +115,7 @@ class Arch(str, Enum):
 @app.command("submit-train")
 @friendly_errors
 def submit_train(
-    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 3,
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 5,
     arch: Annotated[str, typer.Option(help="Architecture: cnn (default), seed-cnn (the tutorials' CNN) or mlp.")] = "cnn",
     batch_size: Annotated[Optional[int], typer.Option(help="Images per replica per step (global = this x replicas). [default: the architecture's]")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate. [default: the architecture's]")] = None,
@@ -129,6 +133,10 @@ def submit_train(
     schedule: Annotated[Optional[str], typer.Option(help="Learning-rate schedule: onecycle or constant.")] = None,
     label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing, 0 to 0.5. [default: the architecture's]")] = None,
     save_every: Annotated[int, typer.Option(help="Back up every N batches as well as every epoch (0 = epochs only).")] = 0,
+    augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random affine augmentation (rotation, shear, zoom, shift), or none at all. [default: the architecture's: random shifts for cnn, none for the others]")] = None,
+    ensemble: Annotated[int, typer.Option(help="Train K models (seeds seed..seed+K-1) as one job; predictions are averaged.")] = 1,
+    precision: Annotated[str, typer.Option(help="float32, or mixed (mixed_float16 with loss scaling; GPUs only, ignored with a warning on CPUs).")] = "float32",
+    jit: Annotated[bool, typer.Option("--jit", help="XLA compilation (GPUs only, ignored with a warning on CPUs).")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job, with a live progress bar, and print the result.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final result as one JSON object (implies --wait).")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="With --wait: give up waiting after this many seconds.")] = None,
@@ -143,7 +151,9 @@ def submit_train(
     fields = dict(arch=arch, epochs=epochs, batch_size=batch_size, learning_rate=lr, dropout=dropout,
                   conv_channels=channels, dense_units=dense_units, seed=seed, name=name, validation_size=validation_size,
                   train_size=train_size, test_size=test_size, standardize=standardize, shuffle=shuffle,
-                  schedule=schedule, label_smoothing=label_smoothing, save_every_batches=save_every)
+                  schedule=schedule, label_smoothing=label_smoothing, save_every_batches=save_every,
+                  augment=None if augment is None else ("affine" if augment else "none"), ensemble=ensemble,
+                  precision=precision, jit=jit)
     if dataset != "mnist":
         fields["dataset"] = os.path.abspath(os.path.expanduser(dataset))
     request = TrainRequest.from_dict(fields)  # bad input fails here, before any connection

@@ -51,8 +51,13 @@ class TrainProgress:
                 parts.append(f"{p['images_per_second']:.0f} img/s")
             if p.get("eta") is not None:
                 parts.append(f"ETA {_fmt_seconds(p['eta'])}")
-            self.progress.update(self.task, description=f"epoch {p.get('epoch')}/{epochs}",
-                                 total=epochs * batches, completed=done, detail="  ".join(parts))
+            label = f"epoch {p.get('epoch')}/{epochs}"
+            if p.get("members"):
+                label = f"model {p['member']}/{p['members']} {label}"
+                done += (p["member"] - 1) * epochs * batches
+                epochs *= p["members"]
+            self.progress.update(self.task, description=label, total=epochs * batches, completed=done,
+                                 detail="  ".join(parts))
         elif st.state == "SUCCESS":
             t = self.progress.tasks[0]
             self.progress.update(self.task, description="done", completed=t.total or 1, total=t.total or 1)

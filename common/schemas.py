@@ -18,6 +18,7 @@ ARCHITECTURES = ("cnn", "seed-cnn", "mlp")
 """Model architectures by name; see worker/model.py."""
 
 SCHEDULES = ("onecycle", "constant")
+AUGMENTATIONS = ("none", "shift", "affine")
 PRECISIONS = ("float32", "mixed")
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -123,7 +124,7 @@ class TrainRequest(_Validated):
     architecture's own defaults (see worker/model.py)."""
 
     arch: str = _spec("cnn", str, choices=ARCHITECTURES, doc="model architecture")
-    epochs: int = _spec(3, int, 1, 1000, doc="passes over the training set")
+    epochs: int = _spec(5, int, 1, 1000, doc="passes over the training set")
     batch_size: int | None = _spec(None, int, 1, 8192, optional=True, doc="images per replica per step")
     learning_rate: float | None = _spec(None, float, 1e-7, 10.0, optional=True, doc="peak learning rate")
     dropout: float | None = _spec(None, float, 0.0, 0.95, optional=True, doc="dropout rate")
@@ -140,7 +141,9 @@ class TrainRequest(_Validated):
     schedule: str | None = _spec(None, str, choices=SCHEDULES, optional=True, doc="learning-rate schedule")
     label_smoothing: float | None = _spec(None, float, 0.0, 0.5, optional=True, doc="label smoothing")
     save_every_batches: int = _spec(0, int, 0, 10**6, doc="back up every N batches too (0 = each epoch only)")
-    augment: bool = _spec(False, bool, doc="random affine augmentation")
+    augment: str | None = _spec(None, str, choices=AUGMENTATIONS, optional=True,
+                                doc="none, shift or affine (rotation, shear, zoom, shift)")
+    ensemble: int = _spec(1, int, 1, 16, doc="train K models (seeds seed..seed+K-1) and average them")
     precision: str = _spec("float32", str, choices=PRECISIONS, doc="mixed = mixed_float16 on GPUs")
     jit: bool = _spec(False, bool, doc="XLA compilation")
 
@@ -171,6 +174,9 @@ class TrainResult:
     train_images: int = 0
     dataset: str = "mnist"
     worker: str = ""  # host:pid of the worker that finished the job
+    members: list = field(default_factory=list)  # an ensemble's model files (averaged)
+    member_accuracies: list = field(default_factory=list)  # each member's own test accuracy
+    warnings: list = field(default_factory=list)  # e.g. an accelerator option ignored on a CPU
     resumed: bool = False  # an earlier delivery was interrupted and this one went on from its backup
 
     def to_dict(self) -> dict:

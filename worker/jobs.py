@@ -70,7 +70,8 @@ def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, 
         "test_accuracy": result.test_accuracy,
         "test_loss": result.test_loss,
         "path": result.model_path,
-        "kind": "single",
+        "kind": "ensemble" if result.members else "single",
+        "members": result.members,
     })
     result.model = f"{request.name}:{version}"
     result.worker = owner

@@ -22,11 +22,13 @@ from __future__ import annotations
 import base64
 import math
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
 
-from digitq.common.errors import DataError, DigitqError, InvalidRequest, NoSuchJob, NoSuchModel
+from digitq.common.errors import (DataError, DigitqError, InvalidRequest, NoSuchJob, NoSuchModel,
+                                  WorkerNotInstalled)
 from digitq.common.paths import resolve_within
 from digitq.common.registry import resolve_model
 from digitq.common.schemas import JOB_ID_RE, MODEL_NAME_RE, check_job_id
@@ -40,7 +42,7 @@ CURVES_SIZE = (1000, 400)
 CONFUSION_SIZE = (720, 640)
 
 GALLERY_COLUMNS = 8
-GALLERY_CELL = (160, 150)
+GALLERY_CELL = (170, 150)
 """Pixels per gallery cell (width, height): a 112 x 112 digit (28 x 28 at 4x) and its title."""
 
 GALLERY_HEADER = 50
@@ -70,14 +72,22 @@ def gallery_size(count: int) -> tuple[int, int]:
 
 
 def _figure(size_px: tuple[int, int], **kwargs):
-    from matplotlib.figure import Figure  # a bare Figure draws with Agg; pyplot (and a display) never loads
+    try:
+        from matplotlib.figure import Figure  # a bare Figure draws with Agg; pyplot (and a display) never loads
+    except ImportError:
+        raise WorkerNotInstalled("reports need matplotlib on the worker: pip install 'digitq[worker]'") from None
 
     return Figure(figsize=(size_px[0] / DPI, size_px[1] / DPI), dpi=DPI, **kwargs)
 
 
+def _temp_name(path: Path) -> Path:
+    """A hidden name beside `path`, unique to this writer: two workers may render one job's report at once."""
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
+
+
 def _save(fig, path: Path) -> Path:
     """PNG at exactly the figure's size, written under a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = _temp_name(path)
     try:
         fig.savefig(tmp, format="png", dpi=DPI, facecolor="white")
         os.replace(tmp, path)
@@ -99,33 +109,40 @@ def _series(history: list, key: str) -> tuple[list, list]:
 
 def plot_curves(history: list, path: Path, title: str) -> Path:
     """Loss (left) and accuracy (right) per epoch, training and validation; a resumed epoch is marked."""
+    fig = _figure(CURVES_SIZE, layout="constrained")
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-    fig = _figure(CURVES_SIZE, layout="constrained")
     fig.suptitle(title, fontsize=12)
     ax_loss, ax_acc = fig.subplots(1, 2)
     n = max([e.get("epoch", 0) for e in history] or [1])
     for ax, key, label in ((ax_loss, "loss", "loss (cross-entropy)"), (ax_acc, "accuracy", "accuracy")):
         scale = 100.0 if key == "accuracy" else 1.0
-        for prefix, name, colour, style in (("", "training", TRAIN_COLOUR, "o-"), ("val_", "validation", VAL_COLOUR, "s--")):
+        for prefix, name, colour, style in (("", "training", TRAIN_COLOUR, "o-"),
+                                            ("val_", "validation", VAL_COLOUR, "s--")):
             xs, ys = _series(history, prefix + key)
             if xs:
-                ax.plot(xs, [y * scale for y in ys], style, color=colour, label=name, markersize=5, linewidth=1.8)
+                ax.plot(xs, [y * scale for y in ys], style, color=colour, label=name,
+                        markersize=5 if n <= 20 else 2.5, linewidth=1.8)
         for e in history:
             if e.get("resumed"):
                 ax.axvline(e["epoch"] - 0.5, color="#555555", linestyle=":", linewidth=1.5,
                            label=f"resumed at epoch {e['epoch']}")
         ax.set_title(label.capitalize(), fontsize=11)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label + (" (%)" if key == "accuracy" else ""))
+        ax.set_ylabel(label)
         ax.set_xlim(0.5, n + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(n, 10)))
+        if n <= 12:
+            ax.set_xticks(range(1, n + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
         if key == "accuracy":
             ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
         if ax.has_data():
             ax.legend(fontsize=9, loc="best")
         else:
+            ax.set_xticks([])
+            ax.set_yticks([])
             ax.text(0.5, 0.5, "no per-epoch history", transform=ax.transAxes, ha="center", va="center", color="grey")
     return _save(fig, path)
 
@@ -136,12 +153,12 @@ def plot_confusion(confusion, path: Path, title: str) -> Path:
     The colour is the share of the true digit's images (square-root scale, so the few mistakes
     are visible next to the diagonal); the numbers are counts.
     """
-    from matplotlib.colors import PowerNorm
-
     counts = np.asarray(confusion, dtype=np.int64).reshape(10, 10)
     totals = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, totals, out=np.zeros((10, 10)), where=totals > 0)
     fig = _figure(CONFUSION_SIZE, layout="constrained")
+    from matplotlib.colors import PowerNorm
+
     ax = fig.subplots()
     im = ax.imshow(share, cmap="Blues", norm=PowerNorm(0.5, vmin=0, vmax=1), origin="upper")
     bar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
@@ -276,6 +293,10 @@ def render_report(settings: Settings, record_or_job, out_dir) -> list[Path]:
             (from resolve_model) of a model a training job made.
         out_dir: created if missing; files already there with the same names are replaced.
     """
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:  # say so before the model runs, not after
+        raise WorkerNotInstalled("reports need matplotlib on the worker: pip install 'digitq[worker]'")
     job = load_job(settings, record_or_job)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,21 +314,22 @@ def render_report(settings: Settings, record_or_job, out_dir) -> list[Path]:
              plot_confusion(confusion, out / "confusion.png",
                             f"{label}: {n:,} MNIST test images, accuracy {accuracy * 100:.2f}%")]
 
-    wrong = np.flatnonzero(pred["predicted"] != pred["y"])
-    wrong = wrong[np.argsort(-conf[wrong], kind="stable")][:MAX_MISCLASSIFIED]  # most confident mistakes first
+    all_wrong = np.flatnonzero(pred["predicted"] != pred["y"])
+    wrong = all_wrong[np.argsort(-conf[all_wrong], kind="stable")][:MAX_MISCLASSIFIED]  # most confident first
     paths.append(plot_digit_gallery(
         pred["x"][wrong],
         [f"true {pred['y'][i]} / pred {pred['predicted'][i]} ({_pct(conf[i])})" for i in wrong],
         out / "misclassified.png",
-        f"{label}: {len(wrong)} of {int(n - np.trace(confusion)):,} misclassified test digits, most confident first",
+        _misclassified_heading(label, len(wrong), len(all_wrong), n),
         empty_text=f"no misclassified digits among the {n:,} test images"))
 
     shown = np.arange(min(SAMPLES, n))
+    titles = []
+    for i in shown:
+        p, t = pred["predicted"][i], pred["y"][i]
+        titles.append(f"pred {p} ({_pct(conf[i])})" + (f", true {t}" if p != t else ""))
     paths.append(plot_digit_gallery(
-        pred["x"][shown],
-        [f"pred {pred['predicted'][i]} ({_pct(conf[i])})" + (f", true {pred['y'][i]}" if pred["predicted"][i] != pred["y"][i] else "")
-         for i in shown],
-        out / "samples.png",
+        pred["x"][shown], titles, out / "samples.png",
         f"{label}: the first {len(shown)} test digits, predicted digit and confidence (red: wrong)",
         wrong=[bool(pred["predicted"][i] != pred["y"][i]) for i in shown]))
 
@@ -315,13 +337,17 @@ def render_report(settings: Settings, record_or_job, out_dir) -> list[Path]:
     return paths
 
 
+def _misclassified_heading(label: str, shown: int, wrong: int, total: int) -> str:
+    if shown < wrong:
+        return f"{label}: the {shown} most confident of {wrong:,} mistakes on {total:,} test digits"
+    return f"{label}: all {wrong:,} misclassified of {total:,} test digits, most confident first"
+
+
 def _write_summary(path: Path, job: dict, label: str, arch: str, pred: dict, confusion: np.ndarray) -> Path:
     res, req, history = job["result"] or {}, job["request"], job["history"]
     n = int(confusion.sum())
     accuracy = np.trace(confusion) / n if n else float("nan")
-    hp = {k: req.get(k) for k in ("conv_channels", "dense_units", "dropout", "batch_size", "learning_rate", "schedule")
-          if req.get(k) is not None}
-    arch_text = f"`{arch}`, {pred['params']:,} parameters" + ("".join(f", {k} {v}" for k, v in hp.items()))
+    arch_text, hp_text = _describe_model(arch, req, pred["params"])
     resumed = [e["epoch"] for e in history if e.get("resumed")]
     epochs_text = str(len(history)) + (f" (resumed at epoch {', '.join(map(str, resumed))})" if resumed else "")
     train_seconds = res.get("train_seconds", sum(e.get("seconds", 0) for e in history))
@@ -334,6 +360,7 @@ def _write_summary(path: Path, job: dict, label: str, arch: str, pred: dict, con
         f"| model | {label} |",
         f"| job | `{job['job_id']}` |",
         f"| architecture | {arch_text} |",
+        f"| hyperparameters | {hp_text} |",
         f"| dataset | {res.get('dataset') or req.get('dataset', 'mnist')}"
         + (f", {res['train_images']:,} training images" if res.get("train_images") else "") + " |",
         f"| epochs | {epochs_text} |",
@@ -360,10 +387,34 @@ def _write_summary(path: Path, job: dict, label: str, arch: str, pred: dict, con
               "![Sample predictions](samples.png)", "",
               "Files: [curves.png](curves.png), [confusion.png](confusion.png), "
               "[misclassified.png](misclassified.png), [samples.png](samples.png)", ""]
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
+    tmp = _temp_name(path)
+    try:
+        tmp.write_text("\n".join(lines))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def _describe_model(arch: str, request: dict, params: int) -> tuple[str, str]:
+    """('`cnn`, conv channels 32-64-128, 95,000 parameters', 'batch 128 per replica, ...') from request.json."""
+    try:
+        from digitq.common.schemas import TrainRequest
+        from digitq.worker.model import resolve_hparams
+
+        hp = resolve_hparams(TrainRequest.from_dict(request))
+    except Exception:  # an older or hand-made request.json: show what the model itself says
+        return f"`{arch}`, {params:,} parameters", "-"
+    parts = [f"`{hp.arch}`"]
+    if hp.conv_channels:
+        parts.append("conv channels " + "-".join(map(str, hp.conv_channels)))
+    if hp.dense_units:
+        parts.append(f"dense {hp.dense_units}")
+    parts.append(f"{params:,} parameters")
+    hps = [f"batch {hp.batch_size} per replica", f"learning rate {hp.learning_rate:g} ({hp.schedule})",
+           f"dropout {hp.dropout:g}", f"label smoothing {hp.label_smoothing:g}", f"weight decay {hp.weight_decay:g}",
+           f"seed {request.get('seed', 0)}"]
+    return ", ".join(parts), ", ".join(hps)
 
 
 def _duration(seconds: float) -> str:
@@ -408,7 +459,10 @@ def run_report(payload, settings: Settings, r) -> dict:
     job_id, _ = _job_of(settings, record_or_job)
     folder = checkpoints.job_dir(settings, job_id) / REPORT_DIR
     paths = render_report(settings, record_or_job, folder)
-    label = f"{record_or_job['name']}:{record_or_job['version']}" if isinstance(record_or_job, dict) else None
+    if isinstance(record_or_job, dict):
+        label = f"{record_or_job['name']}:{record_or_job['version']}"
+    else:
+        label = (checkpoints.read_json(folder.parent / "result.json") or {}).get("model") or None
     try:
         files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in paths}
     except OSError as exc:

@@ -1,18 +1,23 @@
-"""Train one model for one TrainRequest: data, strategy, fit with backups, evaluate, save.
+"""Train one model (or an ensemble) for one TrainRequest: data, strategy, fit with backups,
+evaluate, save.
 
     result = train(request, job_id, settings)      # plain function; the Celery task wraps it
 
 Batch size is per replica: the global batch is batch_size x replicas (MirroredStrategy splits
-each global batch across the replicas and all-reduces the gradients).
+each global batch across the replicas and all-reduces the gradients). An ensemble trains its
+K members one after another, each in `member-<k>/` with its own backups, so a redelivered
+job skips the members already done; their test probabilities are averaged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -37,54 +42,73 @@ def _pixel_stats(x: np.ndarray, standardize: bool) -> tuple[float, float]:
     return float(sample.mean()), float(max(sample.std(), 1e-3))
 
 
-def train(
-    request: TrainRequest,
-    job_id: str,
-    settings: Settings,
-    report: Callable[[dict], None] | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Train, evaluate on the test set, save `model.keras`, and return the result.
+def accelerator_options(request: TrainRequest, device_type: str) -> tuple[str, bool, list[str]]:
+    """(dtype policy, jit, warnings): mixed precision and XLA apply on GPUs only."""
+    warnings = []
+    policy, jit = "float32", request.jit
+    if request.precision == "mixed":
+        if device_type == "GPU":
+            policy = "mixed_float16"  # Keras wraps the optimizer in a LossScaleOptimizer
+        else:
+            warnings.append("--precision mixed ignored: no GPU (float16 is slower than float32 on CPUs)")
+    if request.jit and device_type != "GPU":
+        jit = False
+        warnings.append("--jit ignored: no GPU (XLA made CPU training slower in our measurements)")
+    return policy, jit, warnings
 
-    Resumes from `backup/` when an earlier delivery of the same job left one.
-    """
+
+@dataclasses.dataclass
+class _Member:
+    """One trained model: where it is, its history and its test probabilities."""
+
+    folder: Path
+    history: list
+    probs: np.ndarray | None
+    resumed: bool
+
+
+def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Settings, report, should_stop,
+             label: str) -> _Member:
     import keras
 
     from digitq.worker import callbacks as cb
-    from digitq.worker.model import build_model, compile_model, resolve_hparams
+    from digitq.worker.model import build_model, compile_model, make_augmenter, resolve_hparams
 
-    started = time.time()
-    report = report or (lambda meta: None)
-    folder = checkpoints.job_dir(settings, job_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    checkpoints.write_json(folder / "request.json", request.to_dict())
     hp = resolve_hparams(request)
-
-    report({"phase": "loading data"})
-    ds = data.load_dataset(settings, request.dataset, request.validation_size, request.train_size,
-                           request.test_size, request.seed)
     info = configure_devices(settings)
     strategy = make_strategy(settings)
     replicas = strategy.num_replicas_in_sync
     global_batch = hp.batch_size * replicas
     steps_per_epoch = math.ceil(len(ds.train) / global_batch)
     mean, std = _pixel_stats(ds.train.x, request.standardize)
+    policy, jit, warnings = accelerator_options(request, info["device_type"])
+    for w in warnings:
+        log.warning(w)
 
-    keras.utils.set_random_seed(request.seed)
-    with strategy.scope():
-        model = build_model(hp, mean, std, replicas)
-        compile_model(model, hp, steps_per_epoch * request.epochs, jit=request.jit)
-
-    train_ds = data.make_tf_dataset(ds.train, global_batch, shuffle=request.shuffle, seed=request.seed)
-    val_ds = data.make_tf_dataset(ds.val, global_batch) if len(ds.val) else None
+    folder.mkdir(parents=True, exist_ok=True)
     backup_dir = folder / "backup"
     resumed = (backup_dir / "training_metadata.json").exists()
-    log.info("job %s: %s on %d %s images (%d validation), %d epoch(s), %d replica(s) on %s, global batch %d%s",
-             job_id, hp.arch, len(ds.train), ds.name, len(ds.val), request.epochs, replicas,
-             ", ".join(info["gpus"]) or "CPU", global_batch, ", resuming from backup" if resumed else "")
+    log.info("%s: %s on %d %s images (%d validation), %d epoch(s), %d replica(s) on %s, global batch %d%s%s",
+             label, hp.arch, len(ds.train), ds.name, len(ds.val), request.epochs, replicas,
+             ", ".join(info["gpus"]) or "CPU", global_batch, f", augment {hp.augment}" if hp.augment != "none" else "",
+             ", resuming from backup" if resumed else "")
+    keras.utils.set_random_seed(request.seed)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with strategy.scope():
+            model = build_model(hp, mean, std, replicas)
+            compile_model(model, hp, steps_per_epoch * request.epochs, jit=jit)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the next job starts clean
+
+    augment = make_augmenter(hp.augment, request.seed)
+    train_ds = data.make_tf_dataset(ds.train, global_batch, shuffle=request.shuffle, seed=request.seed,
+                                    augment=augment)
+    val_ds = data.make_tf_dataset(ds.val, global_batch) if len(ds.val) else None
+    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train))
     callbacks = [
         cb.EpochAndBatchBackup(str(backup_dir), save_freq=request.save_every_batches or "epoch"),
-        cb.HistoryCallback(folder / "history.json", len(ds.train)),
+        history_cb,
         keras.callbacks.TensorBoard(str(folder / "tensorboard"), write_graph=False, profile_batch=0),
         cb.ProgressCallback(report, request.epochs, steps_per_epoch, global_batch),
     ]
@@ -93,47 +117,104 @@ def train(
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=request.epochs, callbacks=callbacks,
                   shuffle=False, verbose=0)  # the tf.data pipeline shuffles (seeded)
-        history = callbacks[1].entries
-
         report({"phase": "evaluating"})
-        log.info("job %s: evaluating on %d test images", job_id, len(ds.test) if ds.test is not None else 0)
+        probs = None
         if ds.test is not None and len(ds.test):
+            log.info("%s: evaluating on %d test images", label, len(ds.test))
             probs = model.predict(ds.test.x[..., None], batch_size=PREDICT_BATCH * replicas, verbose=0)
-            scores = score_predictions(probs, ds.test.y)
-        else:
-            scores = {"accuracy": float("nan"), "loss": float("nan"), "per_class_accuracy": [], "confusion": []}
-
-        model_path = folder / "model.keras"
-        partial = folder / ".partial.keras"
+            np.save(folder / "test_probs.npy", probs.astype(np.float32))  # before model.keras marks it done
         # The saved model is for inference: uncompiled, so plain Keras loads it without digitq's
         # learning-rate schedule class (resuming uses backup/, not this file).
+        partial = folder / ".partial.keras"
         keras.Model(model.inputs, model.outputs, name=model.name).save(partial)
-        os.replace(partial, model_path)
+        os.replace(partial, folder / "model.keras")
     finally:
         del model
         keras.backend.clear_session()
         gc.collect()
+    return _Member(folder, history_cb.entries, probs, resumed)
 
+
+def _load_member(folder: Path) -> _Member | None:
+    """A member an earlier delivery already finished (its model and test probabilities saved)."""
+    if not (folder / "model.keras").exists():
+        return None
+    probs_path = folder / "test_probs.npy"
+    probs = np.load(probs_path) if probs_path.exists() else None
+    return _Member(folder, checkpoints.read_json(folder / "history.json", []), probs, True)
+
+
+def train(
+    request: TrainRequest,
+    job_id: str,
+    settings: Settings,
+    report: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train, evaluate on the test set, save `model.keras` (or K members), and return the result.
+
+    Resumes from `backup/` when an earlier delivery of the same job left one.
+    """
+    started = time.time()
+    report = report or (lambda meta: None)
+    folder = checkpoints.job_dir(settings, job_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    checkpoints.write_json(folder / "request.json", request.to_dict())
+
+    report({"phase": "loading data"})
+    ds = data.load_dataset(settings, request.dataset, request.validation_size, request.train_size,
+                           request.test_size, request.seed)
+    info = configure_devices(settings)
+    k_total = request.ensemble
+    members = []
+    for k in range(k_total):
+        if k_total == 1:
+            member_req, member_folder, label, member_report = request, folder, f"job {job_id}", report
+        else:
+            member_req = dataclasses.replace(request, seed=request.seed + k, ensemble=1)
+            member_folder = folder / f"member-{k}"
+            label = f"job {job_id} model {k + 1}/{k_total}"
+            member_report = (lambda meta, k=k: report({**meta, "member": k + 1, "members": k_total}))
+            done = _load_member(member_folder)
+            if done is not None:
+                log.info("%s: already trained by an earlier delivery", label)
+                members.append(done)
+                continue
+        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label))
+
+    if ds.test is not None and len(ds.test) and all(m.probs is not None for m in members):
+        probs = np.mean([m.probs for m in members], axis=0)
+        scores = score_predictions(probs, ds.test.y)
+        member_acc = [score_predictions(m.probs, ds.test.y)["accuracy"] for m in members]
+    else:
+        scores = {"accuracy": float("nan"), "loss": float("nan"), "per_class_accuracy": [], "confusion": []}
+        member_acc = []
     log.info("job %s: test accuracy %.4f, loss %.4f, %.1f s", job_id, scores["accuracy"], scores["loss"],
              time.time() - started)
-    result = TrainResult(
+    history = members[0].history if k_total == 1 else [
+        {**e, "member": i + 1} for i, m in enumerate(members) for e in m.history]
+    paths = [str(m.folder / "model.keras") for m in members]
+    replicas = info["replicas"]
+    return TrainResult(
         job_id=job_id,
         state="SUCCESS",
         test_accuracy=scores["accuracy"],
         test_loss=scores["loss"],
         per_class_accuracy=scores["per_class_accuracy"],
         confusion=scores["confusion"],
-        epochs=len(history),
+        epochs=len(members[0].history),
         wall_seconds=round(time.time() - started, 3),
-        train_seconds=round(sum(e["seconds"] for e in history), 3),
+        train_seconds=round(sum(e["seconds"] for m in members for e in m.history), 3),
         model="",
         arch=request.arch,
-        model_path=str(model_path),
+        model_path=paths[0] if k_total == 1 else str(folder),
         history=history,
         replicas=replicas,
         devices=info["gpus"] or [f"CPU x{replicas}"],
         train_images=len(ds.train),
         dataset=ds.name,
-        resumed=resumed,
+        resumed=any(m.resumed for m in members),
+        members=paths if k_total > 1 else [],
+        member_accuracies=member_acc if k_total > 1 else [],
+        warnings=accelerator_options(request, info["device_type"])[2],
     )
-    return result

@@ -6,6 +6,8 @@ TensorFlow's runtime starts, and pytest's own process may already have started i
 
 import json
 import subprocess
+
+import numpy as np
 import sys
 import textwrap
 
@@ -124,3 +126,46 @@ def test_every_architecture_builds_and_takes_raw_pixels(env):
     assert seed["fc1"][2] == 1024 and seed["dropout"][3] == 0.5
     # 5x5x1x32+32 + 5x5x32x64+64 + 3136x1024+1024 + 1024x10+10 (normalisation is fixed, not weights)
     assert out["seed-cnn"]["params"] == 832 + 51264 + 3212288 + 10250
+
+
+def test_augmented_ensemble_averages_its_members_and_registers_as_one_model(env, home):
+    out = run_py("""
+        import json, keras, numpy as np
+        from digitq.common.schemas import TrainRequest
+        from digitq.common.settings import load_settings
+        from digitq.worker.data import load_mnist
+        from digitq.worker.train import train
+        r = TrainRequest.from_dict({"epochs": 1, "train_size": 2000, "validation_size": 200, "test_size": 400,
+                                    "batch_size": 32, "augment": "affine", "ensemble": 2})
+        res = train(r, "job-e", load_settings()).to_dict()
+        m = load_mnist(load_settings())
+        x, y = m["test_images"][:400, :, :, None], m["test_labels"][:400]
+        probs = [keras.models.load_model(p).predict(x, verbose=0) for p in res["members"]]
+        res["recomputed"] = float((np.mean(probs, axis=0).argmax(1) == y).mean())
+        res["layers"] = [l.__class__.__name__ for l in keras.models.load_model(res["members"][0]).layers]
+        print(json.dumps(res))
+    """, env)
+    assert len(out["members"]) == 2 and len(out["member_accuracies"]) == 2
+    assert out["recomputed"] == pytest.approx(out["test_accuracy"], abs=1e-9)
+    assert [e["member"] for e in out["history"]] == [1, 2]
+    assert not any(name.startswith("Random") for name in out["layers"]), "augmentation stays out of the saved model"
+    assert (home / "jobs" / "job-e" / "member-1" / "model.keras").is_file()
+
+
+def test_mixed_precision_trains_on_cpu_with_float32_outputs(env):
+    out = run_py("""
+        import json, keras, numpy as np
+        from digitq.common.schemas import TrainRequest
+        from digitq.worker.model import build_model, compile_model, resolve_hparams
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        hp = resolve_hparams(TrainRequest())
+        m = build_model(hp)
+        compile_model(m, hp, 10)
+        x = np.random.default_rng(0).integers(0, 255, (64, 28, 28, 1)).astype("uint8")
+        y = keras.utils.to_categorical(np.arange(64) % 10, 10)
+        h = m.fit(x, y, epochs=2, batch_size=32, verbose=0)
+        print(json.dumps({"out": str(m.output.dtype), "conv": str(m.get_layer("s1a_conv").compute_dtype),
+                          "opt": m.optimizer.__class__.__name__, "loss": h.history["loss"]}))
+    """, env)
+    assert out["out"] == "float32" and out["conv"] == "float16"
+    assert out["opt"] == "LossScaleOptimizer" and all(np.isfinite(out["loss"]))

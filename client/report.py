@@ -1,0 +1,64 @@
+"""`digitq report`: check the target, then write the files a worker's `digitq.report` task returned.
+
+The worker renders the report on the shared volume (`<job folder>/report/`) and sends every file
+back base64-encoded, so a client without the volume mounted still gets them in `-o DIR`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from pathlib import Path
+
+from digitq.common.errors import DigitqError, InvalidRequest
+from digitq.common.registry import parse_model_ref
+from digitq.common.schemas import JOB_ID_RE, MODEL_NAME_RE
+
+REPORT_SUFFIXES = (".png", ".md")
+"""The only kinds of file a report holds; anything else in a task result is refused."""
+
+
+def check_report_target(target: str) -> str:
+    """A job id, NAME or NAME:VERSION; anything else fails here, before it is queued."""
+    if ":" in target:
+        parse_model_ref(target)
+        return target
+    if not (MODEL_NAME_RE.match(target) or JOB_ID_RE.match(target)):
+        raise InvalidRequest(f"invalid report target {target!r}: give a job id, NAME or NAME:VERSION")
+    return target
+
+
+def write_report_files(result: dict, out_dir) -> list[Path]:
+    """Decode `result["files"]` ({name: base64}) into `out_dir` (created if missing); return the paths.
+
+    Names must be plain file names ending in .png or .md: a result cannot write outside `out_dir`.
+    Each file is written under a temporary name and renamed, so it appears whole or not at all.
+    """
+    files = result.get("files") if isinstance(result, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise DigitqError("the worker returned no report files")
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise DigitqError(f"output {out_dir} exists and is not a folder")
+    decoded = {}
+    for name, b64 in files.items():
+        if (not isinstance(name, str) or name != os.path.basename(name) or name.startswith(".")
+                or not name.endswith(REPORT_SUFFIXES)):
+            raise DigitqError(f"the worker returned an unexpected report file name {name!r}")
+        try:
+            decoded[name] = base64.b64decode(b64, validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise DigitqError(f"the worker returned {name} in a form that is not base64") from None
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in decoded.items():
+        target = out / name
+        tmp = out / f".{name}.partial"
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        paths.append(target)
+    return paths
