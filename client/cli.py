@@ -137,6 +137,7 @@ def submit_train(
     ensemble: Annotated[int, typer.Option(help="Train K models (seeds seed..seed+K-1) as one job; predictions are averaged.")] = 1,
     precision: Annotated[str, typer.Option(help="float32, or mixed (mixed_float16 with loss scaling; GPUs only, ignored with a warning on CPUs).")] = "float32",
     jit: Annotated[bool, typer.Option("--jit", help="XLA compilation (GPUs only, ignored with a warning on CPUs).")] = False,
+    track_test: Annotated[bool, typer.Option("--track-test", help="Also score the test set after every epoch (history gets test_accuracy).")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the job, with a live progress bar, and print the result.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final result as one JSON object (implies --wait).")] = False,
     timeout: Annotated[Optional[float], typer.Option(help="With --wait: give up waiting after this many seconds.")] = None,
@@ -153,7 +154,7 @@ def submit_train(
                   train_size=train_size, test_size=test_size, standardize=standardize, shuffle=shuffle,
                   schedule=schedule, label_smoothing=label_smoothing, save_every_batches=save_every,
                   augment=None if augment is None else ("affine" if augment else "none"), ensemble=ensemble,
-                  precision=precision, jit=jit)
+                  precision=precision, jit=jit, track_test=track_test)
     if dataset != "mnist":
         fields["dataset"] = os.path.abspath(os.path.expanduser(dataset))
     request = TrainRequest.from_dict(fields)  # bad input fails here, before any connection

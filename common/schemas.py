@@ -144,6 +144,7 @@ class TrainRequest(_Validated):
     augment: str | None = _spec(None, str, choices=AUGMENTATIONS, optional=True,
                                 doc="none, shift or affine (rotation, shear, zoom, shift)")
     ensemble: int = _spec(1, int, 1, 16, doc="train K models (seeds seed..seed+K-1) and average them")
+    track_test: bool = _spec(False, bool, doc="also score the test set after every epoch (for time-to-accuracy)")
     precision: str = _spec("float32", str, choices=PRECISIONS, doc="mixed = mixed_float16 on GPUs")
     jit: bool = _spec(False, bool, doc="XLA compilation")
 

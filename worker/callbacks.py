@@ -91,12 +91,17 @@ class CancelCallback(keras.callbacks.Callback):
 
 class HistoryCallback(keras.callbacks.Callback):
     """Appends one entry per epoch to history.json (atomically), keeping the entries of earlier
-    deliveries of the same job; the first epoch after a resume is marked `"resumed": true`."""
+    deliveries of the same job; the first epoch after a resume is marked `"resumed": true`.
 
-    def __init__(self, path: Path, train_images: int):
+    With `test` (images, labels), each entry also gets the test accuracy after that epoch and
+    `train_elapsed`, the training seconds so far (the test pass itself not counted)."""
+
+    def __init__(self, path: Path, train_images: int, test=None, predict_batch: int = 1024):
         super().__init__()
         self.path = path
         self.train_images = train_images
+        self.test = test
+        self.predict_batch = predict_batch
         self.entries: list = []
 
     def on_train_begin(self, logs=None):
@@ -118,6 +123,11 @@ class HistoryCallback(keras.callbacks.Callback):
         if self._resumed:
             entry["resumed"] = True
             self._resumed = False
+        entry["train_elapsed"] = round(sum(e["seconds"] for e in self.entries) + seconds, 3)
+        if self.test is not None:
+            x, y = self.test
+            probs = self.model.predict(x, batch_size=self.predict_batch, verbose=0)
+            entry["test_accuracy"] = float((probs.argmax(axis=1) == y).mean())
         self.entries.append(entry)
         write_json(self.path, self.entries)
         prometheus.epoch_ended(seconds, entry["images_per_second"])

@@ -105,7 +105,9 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     train_ds = data.make_tf_dataset(ds.train, global_batch, shuffle=request.shuffle, seed=request.seed,
                                     augment=augment)
     val_ds = data.make_tf_dataset(ds.val, global_batch) if len(ds.val) else None
-    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train))
+    track = (ds.test.x[..., None], ds.test.y) if request.track_test and ds.test is not None else None
+    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track,
+                                    predict_batch=PREDICT_BATCH * replicas)
     callbacks = [
         cb.EpochAndBatchBackup(str(backup_dir), save_freq=request.save_every_batches or "epoch"),
         history_cb,
