@@ -121,8 +121,10 @@ class Client:
         self.app.send_task(task, args=[payload], task_id=job_id, queue=queue)
         return self.wait_result(job_id, timeout)
 
-    def wait_result(self, job_id: str, timeout: float = 3600, poll: float = 0.05) -> dict:
-        """The result of a task that is not in the jobs index (a predict chunk, a listing)."""
+    def wait_result(self, job_id: str, timeout: float = 3600, poll: float = 0.01,
+                    on_poll: Callable[[], None] | None = None) -> dict:
+        """The result of a task that is not in the jobs index (a predict chunk, a listing);
+        `on_poll` runs between two looks (the predict pipeline sends chunks then)."""
         deadline = time.monotonic() + timeout
         delay = poll
         while True:
@@ -138,8 +140,10 @@ class Client:
                     raise JobFailed(f"task {job_id} failed: {_error_text(meta.get('result')) or state}")
             if time.monotonic() > deadline:
                 raise DigitqError(f"task {job_id} did not finish within {timeout:.0f} s (is a worker serving the predict queue?)")
+            if on_poll:
+                on_poll()
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.5, 0.05)  # a GET on Redis costs ~0.1 ms: poll often
 
     def submit_train(self, request: TrainRequest) -> str:
         """Queue a training job; returns its job id."""

@@ -262,6 +262,7 @@ def predict(
     recursive: Annotated[bool, typer.Option("--recursive", help="Include sub-folders.")] = False,
     remote: Annotated[bool, typer.Option("--remote", help="FOLDER is on the shared volume (below DIGITQ_DATA_DIR or DIGITQ_HOME): workers read it.")] = False,
     chunk_size: Annotated[int, typer.Option(help="Images per task.")] = 500,
+    jobs: Annotated[int, typer.Option(help="Processes that preprocess images here (0 = one per core, at most 4).")] = 0,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Predict runs in the foreground; kept for symmetry with submit-train.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
 ):
@@ -286,7 +287,7 @@ def predict(
             task = bar.add_task("predict", total=None, rate="")
             for row in predict_folder(client, folder, model, recursive=recursive, chunk_size=chunk_size,
                                       remote=remote, on_total=lambda n: bar.update(task, total=n),
-                                      batch_id=batch_id):
+                                      batch_id=batch_id, jobs=jobs):
                 writer.write(row)
                 done = writer.classified + writer.failed
                 if done % 50 == 0:

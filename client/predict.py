@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import itertools
 import json
 import os
 import time
@@ -67,14 +68,18 @@ def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list,
 def predict_folder(client, folder: str, model: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
                    remote: bool = False, window: int = DEFAULT_WINDOW,
                    on_total: Callable[[int], None] | None = None, timeout: float = 3600,
-                   batch_id: str | None = None) -> Iterator[Row]:
+                   batch_id: str | None = None, jobs: int = 0) -> Iterator[Row]:
     """Yield a Row per file of `folder`, in sorted file order. `batch_id` names the run in
-    `digitq jobs`; its chunks are tasks `<batch_id>-000000`, `-000001`, ..."""
+    `digitq jobs`; its chunks are tasks `<batch_id>-000000`, `-000001`, ... `jobs` processes
+    preprocess images (0: one per CPU core, at most 4)."""
     if not 1 <= chunk_size <= 5000:
         raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
+    if jobs < 0:
+        raise DigitqError(f"--jobs must be 0 (automatic) or more, got {jobs}")
     record = resolve_model(client.redis, model)  # unknown model: fail before any work
     ref = f"{record['name']}:{record['version']}"
     batch_id = batch_id or uuid.uuid4().hex
+    jobs = jobs or min(4, os.cpu_count() or 1)
     if remote:
         listing = _call(client, LIST_TASK, {"folder": folder, "recursive": recursive}, f"{batch_id}-list", timeout)
         base, files = listing["folder"], listing["files"]
@@ -92,43 +97,88 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
     client.record_job(batch_id, "predict", record["name"], {"folder": str(folder), "model": ref, "files": len(files)})
 
     chunks = (files[i:i + chunk_size] for i in range(0, len(files), chunk_size))
-    in_flight: deque = deque()
+    pipeline = _Pipeline(client, ref, base, remote, batch_id, jobs)
+    try:
+        for part in itertools.islice(chunks, window):
+            pipeline.add(part)
+        while pipeline.entries:
+            names, errors, result = pipeline.next_result(timeout)
+            nxt = next(chunks, None)
+            if nxt is not None:
+                pipeline.add(nxt)  # keep the window full while this chunk's rows are written
+            probs, remote_errors = iter(result["probs"]), iter(result["errors"])
+            for name, err in zip(names, errors):
+                if err is not None:
+                    yield Row(name, None, err)
+                else:
+                    yield Row(name, next(probs), next(remote_errors))
+    finally:
+        pipeline.close()
 
-    def submit_next() -> bool:
-        part = next(chunks, None)
-        if part is None:
-            return False
-        task_id = f"{batch_id}-{submitted[0]:06d}"
-        submitted[0] += 1
-        if remote:
-            names, errors = list(part), [None] * len(part)
-            payload = {"model": ref, "folder": base, "paths": names}
-        else:
-            names, errors, pixels, count = _preprocess_chunk(Path(base), part)
-            payload = {"model": ref, "pixels": base64.b64encode(pixels).decode(), "count": count}
-        if remote or any(e is None for e in errors):
-            client.app.send_task(PREDICT_TASK, args=[payload], task_id=task_id, queue=PREDICT_QUEUE)
-        else:
-            task_id = None  # nothing to classify in this chunk
-        in_flight.append((task_id, names, errors))
-        return True
 
-    submitted = [0]
-    while len(in_flight) < window and submit_next():
-        pass
-    while in_flight:
-        task_id, names, errors = in_flight.popleft()
-        result = client.wait_result(task_id, timeout) if task_id else {"probs": [], "errors": []}
-        probs = iter(result["probs"])
-        remote_errors = iter(result["errors"])
-        submit_next()  # keep the window full while this chunk's rows are written
-        for name, err in zip(names, errors):
-            if err is not None:
-                yield Row(name, None, err)
-                continue
-            p = next(probs)
-            e = next(remote_errors)
-            yield Row(name, p, e)
+class _Pipeline:
+    """Chunks in flight, in file order: preprocessed in a process pool (local mode), sent to
+    the queue as soon as their pixels are ready, and read back in order."""
+
+    def __init__(self, client, ref: str, base: str, remote: bool, batch_id: str, jobs: int):
+        self.client, self.ref, self.base, self.remote, self.batch_id = client, ref, base, remote, batch_id
+        self.pool = None
+        if not remote and jobs > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # fork is safe here: the client never imports TensorFlow.
+            self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
+        self.entries: deque = deque()
+        self.count = 0
+
+    def add(self, part: list) -> None:
+        entry = {"task_id": f"{self.batch_id}-{self.count:06d}", "sent": False}
+        self.count += 1
+        if self.remote:
+            entry["prep"] = (list(part), [None] * len(part), None, len(part))
+        elif self.pool is not None:
+            entry["future"] = self.pool.submit(_preprocess_chunk, Path(self.base), part)
+        else:
+            entry["prep"] = _preprocess_chunk(Path(self.base), part)
+        self.entries.append(entry)
+
+    def _send(self, entry: dict) -> None:
+        if "prep" not in entry:
+            entry["prep"] = entry.pop("future").result()
+        names, errors, pixels, count = entry["prep"]
+        if self.remote:
+            payload = {"model": self.ref, "folder": self.base, "paths": names}
+        else:
+            payload = {"model": self.ref, "pixels": base64.b64encode(pixels).decode(), "count": count}
+        if self.remote or count:
+            self.client.app.send_task(PREDICT_TASK, args=[payload], task_id=entry["task_id"], queue=PREDICT_QUEUE)
+        else:
+            entry["task_id"] = None  # nothing to classify in this chunk
+        entry["sent"] = True
+
+    def pump(self) -> None:
+        """Send every chunk whose pixels are ready (called while waiting for results)."""
+        for entry in self.entries:
+            if not entry["sent"] and ("prep" in entry or entry["future"].done()):
+                self._send(entry)
+
+    def next_result(self, timeout: float) -> tuple[list, list, dict]:
+        entry = self.entries[0]
+        if not entry["sent"]:
+            self._send(entry)
+        self.pump()
+        if entry["task_id"] is None:
+            result = {"probs": [], "errors": []}
+        else:
+            result = self.client.wait_result(entry["task_id"], timeout, on_poll=self.pump)
+        self.entries.popleft()
+        names, errors, _, _ = entry["prep"]
+        return names, errors, result
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _call(client, task: str, payload: dict, task_id: str, timeout: float) -> dict:

@@ -53,7 +53,11 @@ class ModelCache:
         strategy = make_strategy(settings)
         with strategy.scope():
             model = keras.models.load_model(path, compile=False)
-        self._models[key] = (model, strategy.num_replicas_in_sync)
+        replicas = strategy.num_replicas_in_sync
+        # Trace the predict function now, not on the first chunk a user is waiting for.
+        model.predict(np.zeros((PREDICT_BATCH * replicas, 28, 28, 1), np.uint8), batch_size=PREDICT_BATCH * replicas,
+                      verbose=0)
+        self._models[key] = (model, replicas)
         while len(self._models) > self.size:
             self._models.popitem(last=False)
         return self._models[key]

@@ -107,26 +107,45 @@ def _series(history: list, key: str) -> tuple[list, list]:
     return xs, ys
 
 
+def _by_member(history: list) -> list[tuple[int | None, list]]:
+    """[(member or None, its entries)]: one group for a single model, one per model of an ensemble."""
+    groups: dict = {}
+    for e in history:
+        groups.setdefault(e.get("member"), []).append(e)
+    return sorted(groups.items(), key=lambda kv: kv[0] or 0)
+
+
 def plot_curves(history: list, path: Path, title: str) -> Path:
-    """Loss (left) and accuracy (right) per epoch, training and validation; a resumed epoch is marked."""
+    """Loss (left) and accuracy (right) per epoch, training and validation; a resumed epoch is marked.
+
+    An ensemble's history (entries with `member`) gets one thinner line per model, labelled once.
+    """
     fig = _figure(CURVES_SIZE, layout="constrained")
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     fig.suptitle(title, fontsize=12)
     ax_loss, ax_acc = fig.subplots(1, 2)
     n = max([e.get("epoch", 0) for e in history] or [1])
+    groups = _by_member(history)
+    many = len(groups) > 1
     for ax, key, label in ((ax_loss, "loss", "loss (cross-entropy)"), (ax_acc, "accuracy", "accuracy")):
         scale = 100.0 if key == "accuracy" else 1.0
         for prefix, name, colour, style in (("", "training", TRAIN_COLOUR, "o-"),
                                             ("val_", "validation", VAL_COLOUR, "s--")):
-            xs, ys = _series(history, prefix + key)
-            if xs:
-                ax.plot(xs, [y * scale for y in ys], style, color=colour, label=name,
-                        markersize=5 if n <= 20 else 2.5, linewidth=1.8)
-        for e in history:
-            if e.get("resumed"):
-                ax.axvline(e["epoch"] - 0.5, color="#555555", linestyle=":", linewidth=1.5,
-                           label=f"resumed at epoch {e['epoch']}")
+            for g, (_member, entries) in enumerate(groups):
+                xs, ys = _series(entries, prefix + key)
+                if not xs:
+                    continue
+                legend = (f"{name} (each of {len(groups)} models)" if many else name) if g == 0 else None
+                ax.plot(xs, [y * scale for y in ys], style, color=colour, label=legend,
+                        markersize=(5 if n <= 20 else 2.5) * (0.7 if many else 1), linewidth=1.1 if many else 1.8,
+                        alpha=0.75 if many else 1.0)
+        for member, entries in groups:
+            for e in entries:
+                if e.get("resumed"):
+                    which = f" (model {member})" if member else ""
+                    ax.axvline(e["epoch"] - 0.5, color="#555555", linestyle=":", linewidth=1.5,
+                               label=f"resumed at epoch {e['epoch']}{which}")
         ax.set_title(label.capitalize(), fontsize=11)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -234,24 +253,50 @@ def _job_of(settings: Settings, record_or_job) -> tuple[str, dict | None]:
     return check_job_id(record_or_job), None
 
 
+def _model_paths(settings: Settings, folder: Path, record: dict | None, request: dict) -> list[Path]:
+    """The model file(s) to run: the record's (as `digitq predict` would), else the job folder's own
+    `model.keras`, or an ensemble's `member-<k>/model.keras`."""
+    if record:
+        paths = record.get("members") or [record["path"]]
+    else:
+        k = request.get("ensemble") or 1
+        paths = [folder / "model.keras"] if k == 1 else [folder / f"member-{i}" / "model.keras" for i in range(k)]
+    return [resolve_within(p, [settings.home]) for p in paths]
+
+
+def _load_history(folder: Path, result: dict | None, members: int) -> list:
+    """Per-epoch entries; an ensemble's carry `member` (1..K), as in its result.json."""
+    if members > 1:
+        if result and result.get("history"):
+            return result["history"]
+        return [{**e, "member": k + 1} for k in range(members)
+                for e in checkpoints.read_json(folder / f"member-{k}" / "history.json", [])]
+    return checkpoints.read_json(folder / "history.json") or (result or {}).get("history") or []
+
+
 def load_job(settings: Settings, record_or_job) -> dict:
-    """A job's stored files: {"job_id", "folder", "record", "request", "history", "result", "model_path"}."""
+    """A job's stored files: {"job_id", "folder", "record", "request", "history", "result", "model_paths"}."""
     job_id, record = _job_of(settings, record_or_job)
     folder = checkpoints.job_dir(settings, job_id)
     if not folder.is_dir():
         raise NoSuchJob(f"job {job_id} has no folder on the shared volume ({folder})")
     result = checkpoints.read_json(folder / "result.json")
-    model_path = resolve_within(record["path"], [settings.home]) if record else folder / "model.keras"
-    if not model_path.is_file():
-        raise DataError(f"job {job_id} has no model file yet ({model_path}): it is still running, or it failed")
+    request = checkpoints.read_json(folder / "request.json", {})
+    paths = _model_paths(settings, folder, record, request)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"job {job_id} has no model file yet ({missing[0]}): it is still running, or it failed")
+    if record is None:
+        record = {"name": None, "version": None, "job_id": job_id, "path": str(paths[0] if len(paths) == 1 else folder),
+                  "members": [str(p) for p in paths] if len(paths) > 1 else []}
     return {
         "job_id": job_id,
         "folder": folder,
-        "record": record or {"name": None, "version": None, "job_id": job_id, "path": str(model_path)},
-        "request": checkpoints.read_json(folder / "request.json", {}),
-        "history": checkpoints.read_json(folder / "history.json", []),
+        "record": record,
+        "request": request,
+        "history": _load_history(folder, result, len(paths)),
         "result": result,
-        "model_path": model_path,
+        "model_paths": paths,
     }
 
 
@@ -271,8 +316,9 @@ def _classify_test_set(settings: Settings, job: dict) -> dict:
     n = job["request"].get("test_size") or len(m["test_labels"])
     x, y = m["test_images"][:n], m["test_labels"][:n].astype(np.int64)
     probs = predict_pixels(settings, job["record"], x)
-    model, _replicas = CACHE.get(job["model_path"], settings)
-    return {"x": x, "y": y, "probs": probs, "predicted": probs.argmax(axis=1), "params": int(model.count_params())}
+    model, _replicas = CACHE.get(job["model_paths"][0], settings)  # the members of an ensemble are alike
+    return {"x": x, "y": y, "probs": probs, "predicted": probs.argmax(axis=1), "params": int(model.count_params()),
+            "models": len(job["model_paths"])}
 
 
 def _confusion(job: dict, pred: dict) -> np.ndarray:
@@ -307,10 +353,11 @@ def render_report(settings: Settings, record_or_job, out_dir) -> list[Path]:
     n = len(pred["y"])
     accuracy = float(np.trace(confusion) / n) if n else float("nan")
     conf = pred["probs"].max(axis=1)
-    epochs = len(job["history"])
+    epochs = max([e.get("epoch", 0) for e in job["history"]] or [0])
 
+    kind = f"ensemble of {pred['models']} x {arch}" if pred["models"] > 1 else arch
     paths = [plot_curves(job["history"], out / "curves.png",
-                         f"{label} ({arch}): {epochs} epoch{'s' * (epochs != 1)}, test accuracy {accuracy * 100:.2f}%"),
+                         f"{label} ({kind}): {epochs} epoch{'s' * (epochs != 1)}, test accuracy {accuracy * 100:.2f}%"),
              plot_confusion(confusion, out / "confusion.png",
                             f"{label}: {n:,} MNIST test images, accuracy {accuracy * 100:.2f}%")]
 
@@ -347,9 +394,12 @@ def _write_summary(path: Path, job: dict, label: str, arch: str, pred: dict, con
     res, req, history = job["result"] or {}, job["request"], job["history"]
     n = int(confusion.sum())
     accuracy = np.trace(confusion) / n if n else float("nan")
-    arch_text, hp_text = _describe_model(arch, req, pred["params"])
-    resumed = [e["epoch"] for e in history if e.get("resumed")]
-    epochs_text = str(len(history)) + (f" (resumed at epoch {', '.join(map(str, resumed))})" if resumed else "")
+    arch_text, hp_text = _describe_model(arch, req, pred["params"], pred["models"])
+    resumed = [f"{e['epoch']}" + (f" of model {e['member']}" if e.get("member") else "")
+               for e in history if e.get("resumed")]
+    epochs = max([e.get("epoch", 0) for e in history] or [0])
+    epochs_text = str(epochs) + (" per model" if pred["models"] > 1 else "")
+    epochs_text += f" (resumed at epoch {', '.join(resumed)})" if resumed else ""
     train_seconds = res.get("train_seconds", sum(e.get("seconds", 0) for e in history))
     wall = res.get("wall_seconds")
     lines = [
@@ -368,6 +418,9 @@ def _write_summary(path: Path, job: dict, label: str, arch: str, pred: dict, con
         + (f" (loss {res['test_loss']:.4f})" if isinstance(res.get("test_loss"), (int, float)) else "") + " |",
         f"| wall time | {_duration(wall) if wall is not None else 'unknown'} (training {_duration(train_seconds)}) |",
     ]
+    if res.get("member_accuracies"):
+        each = ", ".join(f"{a * 100:.2f}%" for a in res["member_accuracies"])
+        lines.append(f"| each model alone | {each} |")
     if res.get("devices"):
         lines.append(f"| devices | {res.get('replicas', 1)} replica(s) on {', '.join(res['devices'])} |")
     lines += ["", "## Per-class accuracy", "", "| digit | test images | correct | accuracy | most often mistaken for |",
@@ -396,16 +449,17 @@ def _write_summary(path: Path, job: dict, label: str, arch: str, pred: dict, con
     return path
 
 
-def _describe_model(arch: str, request: dict, params: int) -> tuple[str, str]:
-    """('`cnn`, conv channels 32-64-128, 95,000 parameters', 'batch 128 per replica, ...') from request.json."""
+def _describe_model(arch: str, request: dict, params: int, models: int = 1) -> tuple[str, str]:
+    """('`cnn`, conv channels 32-64-128, 290,000 parameters', 'batch 128 per replica, ...') from request.json."""
+    ensemble = f"ensemble of {models} averaged models, each " if models > 1 else ""
     try:
         from digitq.common.schemas import TrainRequest
         from digitq.worker.model import resolve_hparams
 
         hp = resolve_hparams(TrainRequest.from_dict(request))
     except Exception:  # an older or hand-made request.json: show what the model itself says
-        return f"`{arch}`, {params:,} parameters", "-"
-    parts = [f"`{hp.arch}`"]
+        return f"{ensemble}`{arch}`, {params:,} parameters", "-"
+    parts = [f"{ensemble}`{hp.arch}`"]
     if hp.conv_channels:
         parts.append("conv channels " + "-".join(map(str, hp.conv_channels)))
     if hp.dense_units:
@@ -413,7 +467,7 @@ def _describe_model(arch: str, request: dict, params: int) -> tuple[str, str]:
     parts.append(f"{params:,} parameters")
     hps = [f"batch {hp.batch_size} per replica", f"learning rate {hp.learning_rate:g} ({hp.schedule})",
            f"dropout {hp.dropout:g}", f"label smoothing {hp.label_smoothing:g}", f"weight decay {hp.weight_decay:g}",
-           f"seed {request.get('seed', 0)}"]
+           f"augmentation {getattr(hp, 'augment', None) or 'none'}", f"seed {request.get('seed', 0)}"]
     return ", ".join(parts), ", ".join(hps)
 
 
