@@ -190,7 +190,8 @@ def iter_image_files(folder: str | os.PathLike, recursive: bool = False) -> Iter
 
 
 def load_labelled_folder(
-    folder: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_FILE_BYTES
+    folder: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_FILE_BYTES,
+    within: list[Path] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
     """Load a user's labelled handwriting: `folder/0/...` to `folder/9/...`, one folder per digit.
 
@@ -198,7 +199,8 @@ def load_labelled_folder(
     [N, 28, 28], labels uint8 [N], errors) where errors lists (path relative to `folder` with
     '/' separators, one-line message) for every file that could not be used (or the digit
     folder's name, if it cannot be listed). Raises ImageError if `folder` is missing, has no
-    digit folder or holds no usable image at all.
+    digit folder or holds no usable image at all. With `within` (a worker's allowed roots), a
+    file whose real path lies outside them (a symlink out) is refused like a bad file.
     """
     root = Path(folder)
     name = _one_line(str(root))
@@ -218,6 +220,10 @@ def load_labelled_folder(
             continue
         for path in _walk(entries, {(info.st_dev, info.st_ino)}, recursive=True):
             try:
+                if within is not None:
+                    real = Path(os.path.realpath(path))
+                    if not any(real == r or r in real.parents for r in within):
+                        raise ImageError("links outside the allowed folders")
                 images.append(load_image(path, max_pixels=max_pixels, max_bytes=max_bytes))
                 labels.append(digit)
             except ImageError as exc:

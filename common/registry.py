@@ -85,12 +85,17 @@ def resolve_model(r, ref: str) -> dict:
     return rec
 
 
-def promote_model(r, ref: str) -> dict:
-    """Make NAME resolve to VERSION."""
+def _resolve_exact(r, ref: str, verb: str) -> tuple[str, int, dict]:
+    """(name, version, record) for a NAME:VERSION that must name its version."""
     name, version = parse_model_ref(ref)
     if version is None:
-        raise InvalidRequest(f"promote needs NAME:VERSION, got {ref!r}")
-    rec = resolve_model(r, ref)
+        raise InvalidRequest(f"{verb} needs NAME:VERSION, got {ref!r}")
+    return name, version, resolve_model(r, ref)
+
+
+def promote_model(r, ref: str) -> dict:
+    """Make NAME resolve to VERSION."""
+    name, version, rec = _resolve_exact(r, ref, "promote")
     r.set(f"{_versions_key(name)}:promoted", version)
     rec["promoted"] = True
     return rec
@@ -98,10 +103,7 @@ def promote_model(r, ref: str) -> dict:
 
 def delete_model(r, ref: str) -> dict:
     """Remove one version from the registry (its files stay with the job that made them)."""
-    name, version = parse_model_ref(ref)
-    if version is None:
-        raise InvalidRequest(f"delete needs NAME:VERSION, got {ref!r}")
-    rec = resolve_model(r, ref)
+    name, version, rec = _resolve_exact(r, ref, "delete")
     pipe = r.pipeline()
     pipe.hdel(_versions_key(name), str(version))
     promoted = r.get(f"{_versions_key(name)}:promoted")

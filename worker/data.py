@@ -186,15 +186,7 @@ def load_dataset(settings: Settings, dataset: str, validation_size: int, train_s
         test = Split(m["test_images"][:test_size], m["test_labels"][:test_size])
         return Dataset(train, val, test, "mnist")
 
-    from digitq.common.images import load_labelled_folder
-
-    folder = resolve_within(dataset, [settings.data_dir, settings.home], base=settings.data_dir)
-    if not folder.is_dir():
-        raise DataError(f"dataset folder {folder} does not exist")
-    try:
-        x, y, _errors = load_labelled_folder(folder)
-    except DigitqError as exc:
-        raise DataError(str(exc)) from None
+    folder, x, y, _skipped = load_labelled_dataset(settings, dataset)
     order = np.random.default_rng(seed).permutation(len(y))
     x, y = x[order], y[order]
     n_val = min(validation_size, len(y) // 5)
@@ -206,6 +198,21 @@ def load_dataset(settings: Settings, dataset: str, validation_size: int, train_s
     except DataError:
         test = None
     return Dataset(Split(x[:n_train], y[:n_train]), Split(x[cut:], y[cut:]), test, str(folder))
+
+
+def load_labelled_dataset(settings: Settings, dataset: str) -> tuple[Path, np.ndarray, np.ndarray, list]:
+    """A folder of sub-folders 0..9 below the worker's roots: (folder, images, labels, skipped files)."""
+    from digitq.common.images import load_labelled_folder
+
+    roots = [settings.data_dir, settings.home]
+    folder = resolve_within(dataset, roots, base=settings.data_dir)
+    if not folder.is_dir():
+        raise DataError(f"dataset folder {folder} does not exist")
+    try:
+        x, y, skipped = load_labelled_folder(folder, within=[r.resolve() for r in roots])
+    except DigitqError as exc:
+        raise DataError(str(exc)) from None
+    return folder, x, y, skipped
 
 
 # --- tf.data ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from digitq.common.errors import DataError, DigitqError, NoSuchModel
-from digitq.common.images import ImageError, iter_image_files, load_image, load_labelled_folder
+from digitq.common.images import ImageError, iter_image_files, load_image
 from digitq.common.paths import resolve_within
 from digitq.common.registry import resolve_model
 from digitq.common.schemas import PIXELS_PER_IMAGE, EvaluateRequest, PredictRequest
@@ -140,7 +140,7 @@ def run_list_images(payload, settings: Settings) -> dict:
 
 def run_evaluate(payload, settings: Settings, r) -> dict:
     """Accuracy, loss, per-class accuracy and confusion matrix of a registered model."""
-    from digitq.worker.data import load_mnist
+    from digitq.worker.data import load_labelled_dataset, load_mnist
 
     req = EvaluateRequest.from_dict(payload)
     record = resolve_model(r, req.model)
@@ -149,13 +149,7 @@ def run_evaluate(payload, settings: Settings, r) -> dict:
         x, y = m["test_images"][: req.test_size], m["test_labels"][: req.test_size]
         skipped = []
     else:
-        folder = resolve_within(req.dataset, [settings.data_dir, settings.home], base=settings.data_dir)
-        if not folder.is_dir():
-            raise DataError(f"dataset folder {folder} does not exist")
-        try:
-            x, y, skipped = load_labelled_folder(folder)
-        except ImageError as exc:
-            raise DataError(str(exc)) from None
+        _, x, y, skipped = load_labelled_dataset(settings, req.dataset)
     scores = score_predictions(predict_pixels(settings, record, x), y)
     return {"model": f"{record['name']}:{record['version']}", "dataset": req.dataset, "images": int(len(y)),
             "skipped": [list(e) for e in skipped], **scores}

@@ -571,3 +571,22 @@ def test_property_damaged_files_raise_only_image_error(data):
         assert "\n" not in str(exc)
     else:
         assert digit.dtype == np.uint8 and digit.shape == (28, 28)
+
+
+def test_labelled_folder_refuses_links_out_of_the_allowed_roots(tmp_path):
+    from PIL import Image, ImageDraw
+
+    from digitq.common.images import load_labelled_folder
+
+    root = tmp_path / "root"
+    (root / "set" / "1").mkdir(parents=True)
+    outside = tmp_path / "outside.png"
+    for target in (root / "set" / "1" / "a.png", outside):
+        img = Image.new("L", (40, 40), 255)
+        ImageDraw.Draw(img).line([(20, 5), (20, 35)], fill=0, width=4)
+        img.save(target)
+    (root / "set" / "1" / "b.png").symlink_to(outside)
+    x, y, errors = load_labelled_folder(root / "set", within=[root.resolve()])
+    assert len(x) == 1 and errors == [("1/b.png", "links outside the allowed folders")]
+    x, _, errors = load_labelled_folder(root / "set")
+    assert len(x) == 2 and not errors
