@@ -265,6 +265,7 @@ def predict(
     jobs: Annotated[int, typer.Option(help="Processes that preprocess images here (0 = one per core, at most 4).")] = 0,
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Predict runs in the foreground; kept for symmetry with submit-train.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    gallery: Annotated[Optional[str], typer.Option(help="Also write a PNG contact sheet of the first 400 images: each digit as the model saw it, with its prediction (not with --remote).")] = None,
 ):
     """Classify every image in FOLDER with a trained model; one row per file, in file order.
 
@@ -273,8 +274,15 @@ def predict(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from digitq.client.gallery import ContactSheet
     from digitq.client.predict import RowWriter, predict_folder
 
+    if gallery is not None:
+        if remote:
+            raise InvalidRequest("--gallery draws the images as they are preprocessed here; with --remote the workers read them")
+        if Path(gallery).expanduser().is_dir() or not Path(gallery).expanduser().parent.is_dir():
+            raise InvalidRequest(f"--gallery {gallery}: give a file name in an existing folder")
+    sheet = ContactSheet() if gallery is not None else None
     writer = RowWriter(output, fmt)  # refuse a bad --format/-o before any work
     client = _client()
     ok = False
@@ -287,8 +295,12 @@ def predict(
             task = bar.add_task("predict", total=None, rate="")
             for row in predict_folder(client, folder, model, recursive=recursive, chunk_size=chunk_size,
                                       remote=remote, on_total=lambda n: bar.update(task, total=n),
-                                      batch_id=batch_id, jobs=jobs):
+                                      batch_id=batch_id, jobs=jobs, keep_pixels=sheet is not None):
                 writer.write(row)
+                if sheet is not None:
+                    d = row.as_dict()
+                    sheet.add(row.pixels, row.path, d["digit"] if row.probs is not None else None,
+                              d["confidence"] if row.probs is not None else None, row.error)
                 done = writer.classified + writer.failed
                 if done % 50 == 0:
                     rate = done / max(time.monotonic() - started, 1e-6)
@@ -302,12 +314,16 @@ def predict(
     seconds = time.monotonic() - started
     summary = {"job_id": batch_id, "classified": writer.classified, "failed": writer.failed, "output": output,
                "seconds": round(seconds, 3), "images_per_second": round((writer.classified + writer.failed) / seconds, 1)}
+    if sheet is not None and len(sheet):
+        summary["gallery"] = str(sheet.save(Path(gallery).expanduser()))
     client.finish_job(batch_id, "SUCCESS", summary)
     if as_json:
         _print_json(summary)
     else:
         err.print(f"{writer.classified} classified, {writer.failed} failed -> {output} "
                   f"({summary['images_per_second']:,.0f} images/s)", markup=False, highlight=False)
+        if "gallery" in summary:
+            err.print(f"gallery of {len(sheet)} image(s) -> {summary['gallery']}", markup=False, highlight=False)
     if writer.classified == 0:
         raise typer.Exit(code=1)
 
@@ -341,6 +357,41 @@ def evaluate(
         acc = res["per_class_accuracy"][d]
         t.add_row(str(d), *[str(v) for v in row], f"{acc * 100:.2f}%" if acc is not None else "-")
     out.print(t)
+
+
+@app.command()
+@friendly_errors
+def report(
+    target: Annotated[str, typer.Argument(help="A training job id, or a model NAME[:VERSION] (its training job).")],
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Folder to write the files to. [default: report-<job id>]")] = None,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: job, model, files written.")] = False,
+):
+    """Plots and a summary of a training job: curves.png (loss and accuracy per epoch),
+    confusion.png, misclassified.png (up to 64 wrong test digits), samples.png and summary.md.
+
+    A worker draws them (predict queue) into the job's folder on the shared volume, report/,
+    and sends them back, so they are written to -o DIR here without the volume mounted.
+    """
+    from digitq.client.report import check_report_target, write_report_files
+    from digitq.common.names import PREDICT_QUEUE, REPORT_TASK
+    from digitq.common.registry import resolve_model
+
+    check_report_target(target)  # a bad id or NAME:VERSION: exit 2 before any connection
+    if output is not None and Path(output).expanduser().exists() and not Path(output).expanduser().is_dir():
+        raise DigitqError(f"output {output} exists and is not a folder")
+    client = _client()
+    if ":" in target:
+        resolve_model(client.redis, target)  # unknown model: fail before queueing
+    res = client.call(REPORT_TASK, {"target": target}, PREDICT_QUEUE, timeout=timeout)
+    folder = Path(output or f"report-{res['job_id']}").expanduser()
+    paths = write_report_files(res, folder)
+    if as_json:
+        _print_json({"job_id": res["job_id"], "model": res.get("model"), "output": str(folder),
+                     "files": [p.name for p in paths], "worker_folder": res.get("folder")})
+        return
+    out.print(f"report of {res.get('model') or res['job_id']} -> {folder}/ ({', '.join(p.name for p in paths)})",
+              markup=False, highlight=False)
 
 
 def _model_rows(records: list) -> Table:

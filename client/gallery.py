@@ -74,7 +74,7 @@ def _as_digit(pixels) -> np.ndarray:
         raise ValueError(f"a gallery cell takes 28 x 28 pixels, got shape {a.shape}")
     if a.dtype != np.uint8:
         a = np.clip(a, 0, 255).astype(np.uint8)
-    return a.reshape(28, 28)
+    return a.reshape(28, 28).copy()  # a view would keep its whole chunk's buffer alive
 
 
 def _label_colour(confidence: float) -> tuple[int, int, int]:

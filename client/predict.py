@@ -41,6 +41,7 @@ class Row:
     path: str
     probs: list | None
     error: str | None
+    pixels: np.ndarray | None = None  # the preprocessed 28 x 28 digit, only with keep_pixels (--gallery)
 
     def as_dict(self) -> dict:
         d = {"path": self.path, "digit": "", "confidence": "", "error": self.error or ""}
@@ -68,12 +69,15 @@ def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list,
 def predict_folder(client, folder: str, model: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
                    remote: bool = False, window: int = DEFAULT_WINDOW,
                    on_total: Callable[[int], None] | None = None, timeout: float = 3600,
-                   batch_id: str | None = None, jobs: int = 0) -> Iterator[Row]:
+                   batch_id: str | None = None, jobs: int = 0, keep_pixels: bool = False) -> Iterator[Row]:
     """Yield a Row per file of `folder`, in sorted file order. `batch_id` names the run in
     `digitq jobs`; its chunks are tasks `<batch_id>-000000`, `-000001`, ... `jobs` processes
-    preprocess images (0: one per CPU core, at most 4)."""
+    preprocess images (0: one per CPU core, at most 4). With `keep_pixels` each classified Row
+    also carries its preprocessed 28 x 28 digit (not with `remote`: workers read those files)."""
     if not 1 <= chunk_size <= 5000:
         raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
+    if keep_pixels and remote:
+        raise DigitqError("with --remote the workers read the images, so there are no pixels here to keep")
     if jobs < 0:
         raise DigitqError(f"--jobs must be 0 (automatic) or more, got {jobs}")
     record = resolve_model(client.redis, model)  # unknown model: fail before any work
@@ -102,16 +106,17 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
         for part in itertools.islice(chunks, window):
             pipeline.add(part)
         while pipeline.entries:
-            names, errors, result = pipeline.next_result(timeout)
+            names, errors, result, pixels = pipeline.next_result(timeout)
             nxt = next(chunks, None)
             if nxt is not None:
                 pipeline.add(nxt)  # keep the window full while this chunk's rows are written
             probs, remote_errors = iter(result["probs"]), iter(result["errors"])
+            digits = iter(np.frombuffer(pixels, np.uint8).reshape(-1, 28, 28)) if keep_pixels else None
             for name, err in zip(names, errors):
                 if err is not None:
                     yield Row(name, None, err)
                 else:
-                    yield Row(name, next(probs), next(remote_errors))
+                    yield Row(name, next(probs), next(remote_errors), next(digits) if digits is not None else None)
     finally:
         pipeline.close()
 
@@ -163,7 +168,7 @@ class _Pipeline:
             if not entry["sent"] and ("prep" in entry or entry["future"].done()):
                 self._send(entry)
 
-    def next_result(self, timeout: float) -> tuple[list, list, dict]:
+    def next_result(self, timeout: float) -> tuple[list, list, dict, bytes | None]:
         entry = self.entries[0]
         if not entry["sent"]:
             self._send(entry)
@@ -173,8 +178,8 @@ class _Pipeline:
         else:
             result = self.client.wait_result(entry["task_id"], timeout, on_poll=self.pump)
         self.entries.popleft()
-        names, errors, _, _ = entry["prep"]
-        return names, errors, result
+        names, errors, pixels, _ = entry["prep"]
+        return names, errors, result, pixels
 
     def close(self) -> None:
         if self.pool is not None:

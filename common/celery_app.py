@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, TRAIN_QUEUE, TRAIN_TASK
+from digitq.common.names import REPORT_TASK, EVALUATE_TASK, LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, TRAIN_QUEUE, TRAIN_TASK
 from digitq.common.settings import Settings
 
 
@@ -35,7 +35,8 @@ def make_celery(settings: Settings, broker_url: str, include: tuple[str, ...] = 
         result_backend_transport_options=transport,
         result_expires=settings.result_ttl,
         task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, PREDICT_TASK: {"queue": PREDICT_QUEUE},
-                     LIST_TASK: {"queue": PREDICT_QUEUE}, EVALUATE_TASK: {"queue": PREDICT_QUEUE}},
+                     LIST_TASK: {"queue": PREDICT_QUEUE}, EVALUATE_TASK: {"queue": PREDICT_QUEUE},
+                     REPORT_TASK: {"queue": PREDICT_QUEUE}},
         task_default_queue=TRAIN_QUEUE,
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,

@@ -10,6 +10,7 @@ TRAIN_TASK = "digitq.train"
 PREDICT_TASK = "digitq.predict"  # one chunk of images -> probabilities
 LIST_TASK = "digitq.list_images"  # a folder on the shared volume -> its files (for --remote)
 EVALUATE_TASK = "digitq.evaluate"  # a registered model on MNIST test or a labelled folder
+REPORT_TASK = "digitq.report"  # a training job -> its plots and summary.md (base64), drawn on a worker
 
 TRAIN_QUEUE = "train"
 PREDICT_QUEUE = "predict"

@@ -38,7 +38,7 @@ RUN set -eux; \
         python3 -m pip freeze \
             | grep -iE '^(tensorflow|tf-keras|keras|tensorboard|numpy|protobuf|ml[-_]dtypes|h5py)[^=]*==' \
             > /tmp/base-tensorflow.txt; \
-        python3 -m pip install --no-cache-dir --constraint /tmp/base-tensorflow.txt .; \
+        python3 -m pip install --no-cache-dir --constraint /tmp/base-tensorflow.txt . "matplotlib>=3.8" "prometheus-client>=0.20"; \
         rm /tmp/base-tensorflow.txt; \
     else \
         python3 -m pip install --no-cache-dir ".[${TF_EXTRA}]"; \

@@ -18,7 +18,7 @@ from celery.exceptions import Ignore
 
 from digitq.common.celery_app import make_celery
 from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled
-from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, TRAIN_TASK
+from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
 from digitq.common.settings import load_settings
 from digitq.worker import jobs, prometheus
 from digitq.worker.presence import JobLogHandler, Presence
@@ -155,3 +155,11 @@ def evaluate_task(self, *args, **kwargs):
     from digitq.worker.predict import run_evaluate
 
     return _run(self, lambda request: run_evaluate(request, settings, redis_client), args, kwargs)
+
+
+@app.task(bind=True, name=REPORT_TASK)
+def report_task(self, *args, **kwargs):
+    """Draw a training job's report (PNG plots, summary.md) into its folder and return the files."""
+    from digitq.worker.report import run_report
+
+    return _run(self, lambda request: run_report(request, settings, redis_client), args, kwargs)

@@ -72,8 +72,16 @@ def job(tmp_path_factory, data_dir):
         hist[1]["resumed"] = True
         checkpoints.write_json(copy / "history.json", hist)
         b = render_report(settings, "job-copy", settings.home / "out-b")
-        print(json.dumps({{"a": [str(p) for p in a], "b": [str(p) for p in b], "result": res.to_dict(),
-                          "render_seconds": seconds}}))
+
+        # An ensemble of two models: files in member-<k>/, the history interleaved with `member`.
+        req = TrainRequest.from_dict({{"epochs": 2, "train_size": 500, "validation_size": 200,
+                                      "test_size": {TEST_SIZE}, "batch_size": 32, "ensemble": 2}})
+        ens = train(req, "job-ens", settings)
+        ens.model = "digits:2"
+        checkpoints.write_json(settings.jobs_dir / "job-ens" / "result.json", ens.to_dict())
+        e = render_report(settings, "job-ens", settings.home / "out-e")
+        print(json.dumps({{"a": [str(p) for p in a], "b": [str(p) for p in b], "e": [str(p) for p in e],
+                          "result": res.to_dict(), "ensemble": ens.to_dict(), "render_seconds": seconds}}))
     """, env)
     out["home"] = home
     out["env"] = env
@@ -95,10 +103,10 @@ def expected_sizes(result: dict) -> dict:
 
 
 def test_every_file_is_written_and_each_png_has_its_size_and_content(job):
-    for key in ("a", "b"):
+    for key in ("a", "b", "e"):
         paths = [Path(p) for p in job[key]]
         assert [p.name for p in paths] == list(REPORT_FILES)
-        sizes = expected_sizes(job["result"])
+        sizes = expected_sizes(job["ensemble" if key == "e" else "result"])
         for p in paths:
             if p.suffix != ".png":
                 continue
@@ -134,7 +142,7 @@ def test_summary_states_the_numbers_and_links_every_png(job):
     for png in PNGS:
         assert f"]({png})" in text, png
     assert f"{res['test_accuracy'] * 100:.2f}% on {TEST_SIZE} MNIST test images" in text
-    assert "| architecture | `cnn`, conv channels 32-64-128, " in text
+    assert re.search(r"^\| architecture \| `cnn`, conv channels \d+-\d+-\d+, [\d,]+ parameters \|$", text, re.M)
     assert "| epochs | 2 |" in text
     assert "| wall time | " in text and "training " in text
     rows = summary_rows(text)
@@ -212,3 +220,15 @@ def test_the_report_task_resolves_models_and_job_ids_and_returns_the_files(job, 
 
 def test_tensorflow_stayed_out_of_the_pytest_process():
     assert not [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
+
+
+def test_an_ensemble_is_reported_as_its_averaged_models(job):
+    ens = job["ensemble"]
+    text = Path(job["e"][-1]).read_text()
+    assert "| architecture | ensemble of 2 averaged models, each `cnn`" in text
+    assert "| epochs | 2 per model |" in text
+    assert f"{ens['test_accuracy'] * 100:.2f}% on {TEST_SIZE} MNIST test images" in text
+    each = ", ".join(f"{a * 100:.2f}%" for a in ens["member_accuracies"])
+    assert f"| each model alone | {each} |" in text
+    for d, row in enumerate(summary_rows(text)):
+        assert row.startswith(f"| {d} | {sum(ens['confusion'][d]):,} | {ens['confusion'][d][d]:,} |")

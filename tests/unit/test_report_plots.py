@@ -53,6 +53,15 @@ def test_a_resumed_epoch_changes_the_curves(tmp_path):
     assert (plain != marked).sum() > 200, "the resume line and its legend entry are drawn"
 
 
+def test_an_ensemble_gets_one_line_per_model(tmp_path):
+    members = [{**e, "member": m} for m in (1, 2, 3) for e in history(4, resumed_at=3 if m == 2 else None)]
+    one = pixels(report.plot_curves(history(4), tmp_path / "one.png", "t"))
+    three = pixels(report.plot_curves(members, tmp_path / "three.png", "t"))
+    assert three.shape == (400, 1000) and (one != three).sum() > 200
+    assert [m for m, _ in report._by_member(members)] == [1, 2, 3]
+    assert report._by_member(history(2)) == [(None, history(2))]
+
+
 def test_confusion_is_720x640_for_small_and_full_test_sets(tmp_path):
     small = np.diag([30] * 10)
     small[3, 5] = 2
