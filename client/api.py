@@ -21,7 +21,7 @@ import redis
 from digitq.common.celery_app import make_celery
 from digitq.common.errors import BrokerUnavailable, DigitqError, JobCancelled, JobFailed, NoSuchJob
 from digitq.common.names import (
-    JOBS_INDEX_KEY, TRAIN_QUEUE, TRAIN_TASK, WORKER_KEY_PREFIX, JobState, cancel_key, job_key, log_key,
+    FINISHED_STATES, JOBS_INDEX_KEY, TRAIN_QUEUE, TRAIN_TASK, WORKER_KEY_PREFIX, JobState, cancel_key, job_key, log_key,
 )
 from digitq.common.schemas import TrainRequest, check_job_id
 from digitq.common.settings import Settings, load_settings
@@ -230,7 +230,7 @@ class Client:
     def cancel(self, job_id: str) -> JobStatus:
         """Stop a queued or running job for good: the flag in Redis outlives worker restarts."""
         st = self.status(job_id)
-        if JobState(st.state).finished:
+        if st.state in FINISHED_STATES:
             return st
         self.redis.set(cancel_key(job_id), 1, ex=self.settings.result_ttl)
         self.app.control.revoke(job_id)

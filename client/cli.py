@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Column, Table
 
 from digitq.common.errors import DigitqError, InvalidRequest
-from digitq.common.names import JobState
+from digitq.common.names import FINISHED_STATES
 from digitq.common.schemas import TrainRequest
 
 app = typer.Typer(
@@ -214,8 +214,7 @@ def jobs(
     if as_json:
         _print_json([{k: v for k, v in r.to_dict().items() if k != "history"} for r in rows])
         return
-    t = Table("kind", "name", "state", "submitted", "accuracy")
-    t.columns.insert(0, Column("job", min_width=32, no_wrap=True))
+    t = Table(Column("job", min_width=32, no_wrap=True), "kind", "name", "state", "submitted", "accuracy")
     for r in rows:
         when = datetime.datetime.fromtimestamp(r.submitted).strftime("%Y-%m-%d %H:%M:%S") if r.submitted else ""
         acc = f"{r.result['test_accuracy'] * 100:.2f}%" if r.result and "test_accuracy" in r.result else ""
@@ -506,11 +505,8 @@ def logs(
             sys.stdout.write(line + "\n")
         sys.stdout.flush()
         seen += len(lines)
-        if not follow or JobState(st.state).finished:
-            if follow and not lines:
-                break
-            if not follow:
-                break
+        if not follow or (st.state in FINISHED_STATES and not lines):
+            break
         time.sleep(0.5)
         st = client.status(job_id)
 

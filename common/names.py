@@ -59,6 +59,7 @@ class JobState(str, Enum):
     REVOKED = "REVOKED"  # cancelled
     RETRY = "RETRY"
 
-    @property
-    def finished(self) -> bool:
-        return self in (JobState.SUCCESS, JobState.FAILURE, JobState.REVOKED)
+
+
+FINISHED_STATES = frozenset({JobState.SUCCESS.value, JobState.FAILURE.value, JobState.REVOKED.value})
+"""States a job never leaves (Celery also reports RECEIVED, RETRY and others while it lives)."""
