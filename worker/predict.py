@@ -1,5 +1,11 @@
 """Prediction and evaluation with registered models: a small in-process model cache, batched
-inference under the worker's MirroredStrategy, and the chunk/listing/evaluation jobs.
+inference, and the chunk/listing/evaluation jobs.
+
+Inference runs on one device (the first GPU, else the CPU), not under MirroredStrategy:
+`model.predict` under the strategy cost ~240 ms per call on this CNN whatever the batch
+(a predict chunk is one call), and a chunk smaller than the replica count crashed Keras'
+batch-norm on the empty replica. `predict_on_batch` on one device is 2x faster for a
+500-image chunk and 50x for a single image (BENCHMARKS.md).
 
     probs = predict_pixels(settings, record, pixels)     # uint8 N x 28 x 28 -> N x 10
 """
@@ -25,7 +31,7 @@ MODEL_CACHE_SIZE = 4
 """Models kept loaded per worker process (a CNN is a few MB; loading one takes ~0.5 s)."""
 
 PREDICT_BATCH = 1024
-"""Images per replica per inference step."""
+"""Images per inference step."""
 
 MAX_LISTED_FILES = 1_000_000
 """Most files a --remote folder listing returns."""
@@ -41,8 +47,9 @@ class ModelCache:
     def get(self, path: Path, settings: Settings):
         import keras
 
-        from digitq.worker.devices import make_strategy
+        from digitq.worker.devices import configure_devices
 
+        configure_devices(settings)
         try:
             key = (str(path), path.stat().st_mtime_ns)
         except OSError:
@@ -50,14 +57,10 @@ class ModelCache:
         if key in self._models:
             self._models.move_to_end(key)
             return self._models[key]
-        strategy = make_strategy(settings)
-        with strategy.scope():
-            model = keras.models.load_model(path, compile=False)
-        replicas = strategy.num_replicas_in_sync
+        model = keras.models.load_model(path, compile=False)
         # Trace the predict function now, not on the first chunk a user is waiting for.
-        model.predict(np.zeros((PREDICT_BATCH * replicas, 28, 28, 1), np.uint8), batch_size=PREDICT_BATCH * replicas,
-                      verbose=0)
-        self._models[key] = (model, replicas)
+        model.predict_on_batch(np.zeros((PREDICT_BATCH, 28, 28, 1), np.uint8))
+        self._models[key] = model
         while len(self._models) > self.size:
             self._models.popitem(last=False)
         return self._models[key]
@@ -78,8 +81,9 @@ def predict_pixels(settings: Settings, record: dict, pixels: np.ndarray) -> np.n
     total = None
     paths = _member_paths(settings, record)
     for path in paths:
-        model, replicas = CACHE.get(path, settings)
-        probs = model.predict(pixels[..., None], batch_size=PREDICT_BATCH * replicas, verbose=0)
+        model = CACHE.get(path, settings)
+        probs = np.concatenate([np.asarray(model.predict_on_batch(pixels[i:i + PREDICT_BATCH, :, :, None]))
+                                for i in range(0, len(pixels), PREDICT_BATCH)])
         total = probs if total is None else total + probs
     return (total / len(paths)).astype(np.float32)
 

@@ -360,6 +360,13 @@ def test_small_chunks_give_the_same_rows(baseline, model, folders, client_env, t
     assert_same_rows(rows, baseline.rows)
 
 
+def test_one_image_chunks_on_a_two_replica_worker(baseline, model, folders, client_env, tmp_path):
+    # A chunk smaller than the replica count once crashed Keras' batch-norm on the empty replica.
+    ok(baseline.proc)
+    rows = rows_by_predict(folders.main, model.name, client_env, tmp_path / "c1.csv", "--chunk-size", "1")
+    assert_same_rows(rows, baseline.rows)
+
+
 def test_remote_folder_gives_the_same_rows_as_local(baseline, model, folders, client_env, tmp_path):
     ok(baseline.proc)
     out = tmp_path / "remote.csv"
