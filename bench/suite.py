@@ -1,0 +1,1399 @@
+#!/usr/bin/env python3
+"""digitq's benchmark suite: every benchmark next to its competitor, in one run, on one machine.
+
+    .venv/bin/python bench/suite.py                      # full run (~35-40 min on 2 cores)
+    .venv/bin/python bench/suite.py --quick              # smoke run (~5-6 min): small data, 1 repeat
+    .venv/bin/python bench/suite.py --only tta,queue --repeats 5
+
+Benchmarks (names for --only), in the order they run:
+
+  overhead  `digitq submit-train --wait --json --epochs 2` on a warm embedded stack vs
+            bench/bare_keras.py (same model, recipe, split, batch, epochs) in a fresh process;
+            where the difference goes; cold start (`local down`, `local up` + first tiny job)
+  tta       time to 98.5/99.0/99.3/99.5% test accuracy: default cnn (--epochs 5) vs the
+            tutorials' seed-cnn (--epochs --seed-epochs, capped: the tutorials run 30), --track-test
+  queue     submit-to-result latency (p50/p99) of tiny predict tasks on the warm worker, and the
+            throughput of N tasks sent at once, vs the worker's own time per task
+  predict   bench/predict_throughput.py: `digitq predict` vs bare Keras vs a per-image loop
+  scaling   training images/s with DIGITQ_CPU_REPLICAS=1 vs 2 (bare helper), and 1 vs 2 worker
+            processes on two concurrent jobs (a second worker started against the embedded broker)
+
+Writes <out>/suite.json (default bench/results/, gitignored; also predict.json and logs),
+the plots to bench/plots/*.png (committed; copies in <out>), and the report BENCHMARKS.md at
+the repository root. A --quick run is marked as a smoke run in the report and the plots.
+
+Everything that measures the service goes through subprocess calls of the real CLI (the queue
+benchmark uses the Python client API, as digitq's own `predict` does). A fresh DIGITQ_HOME
+(temp dir, or --home) holds the embedded stack, which is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+PLOTS = BENCH / "plots"
+REPORT = REPO / "BENCHMARKS.md"
+BENCHMARKS = ("overhead", "tta", "queue", "predict", "scaling")
+"""Run order: queue before predict (predict_throughput.py is the longest-running client of the stack)."""
+REPORT_ORDER = ("overhead", "tta", "predict", "queue", "scaling")
+THRESHOLDS = (0.985, 0.990, 0.993, 0.995)
+OVERHEAD_GOAL = 1.05
+TUTORIAL_SEED_EPOCHS = 30
+TINY_ARGS = ["--epochs", "1", "--train-size", "1000", "--validation-size", "500", "--test-size", "500"]
+QUICK_DATA = ["--train-size", "5000", "--validation-size", "1000", "--test-size", "2000"]
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 5,000 training images, 1 repeat, 2 epochs for time-to-accuracy, 1,000 PNGs, "
+                        "10 queue tasks; the report is marked as a smoke run")
+    p.add_argument("--repeats", type=int, default=None, help="repeats of each timed pair (default 3; --quick 1)")
+    p.add_argument("--only", default=None, help=f"comma-separated subset of {','.join(BENCHMARKS)}")
+    p.add_argument("--out", default="bench/results", help="results folder (relative to the repo root)")
+    p.add_argument("--home", default=None, help="DIGITQ_HOME for the run (default: a fresh temp dir, removed after)")
+    p.add_argument("--data-dir", default=None, help="DIGITQ_DATA_DIR (default: $DIGITQ_DATA_DIR, else ../shared/data)")
+    p.add_argument("--seed-epochs", type=int, default=None,
+                   help=f"epochs of the seed-cnn time-to-accuracy job (default 6, --quick 2; the tutorials run "
+                        f"{TUTORIAL_SEED_EPOCHS})")
+    p.add_argument("--cnn-epochs", type=int, default=None, help="epochs of the cnn time-to-accuracy job (default 5, --quick 2)")
+    p.add_argument("--queue-n", type=int, default=None, help="tiny predict tasks for the queue benchmark (default 50, --quick 10)")
+    p.add_argument("--predict-n", type=int, default=None, help="PNGs for the predict benchmark (default 10000, --quick 1000)")
+    p.add_argument("--predict-train", action="store_true",
+                   help="train a fresh 3-epoch default model for the predict benchmark instead of reusing the cnn "
+                        "model of the time-to-accuracy benchmark")
+    p.add_argument("--scale-images", type=int, default=None, help="training images per scaling job (default 20000, --quick 5000)")
+    p.add_argument("--report", default=str(REPORT), help="Markdown report to write (default BENCHMARKS.md at the repo root)")
+    p.add_argument("--plots", default=str(PLOTS), help="folder of the plots the report embeds (default bench/plots)")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds any one command may take")
+    p.add_argument("--render-only", action="store_true",
+                   help="run nothing: redraw the plots and rewrite the report from <out>/suite.json")
+    args = p.parse_args(argv)
+    q = args.quick
+    args.repeats = args.repeats if args.repeats is not None else (1 if q else 3)
+    args.seed_epochs = args.seed_epochs if args.seed_epochs is not None else (2 if q else 6)
+    args.cnn_epochs = args.cnn_epochs if args.cnn_epochs is not None else (2 if q else 5)
+    args.queue_n = args.queue_n if args.queue_n is not None else (10 if q else 50)
+    args.predict_n = args.predict_n if args.predict_n is not None else (1000 if q else 10_000)
+    args.scale_images = args.scale_images if args.scale_images is not None else (5000 if q else 20_000)
+    args.selected = [b.strip() for b in args.only.split(",") if b.strip()] if args.only else list(BENCHMARKS)
+    unknown = sorted(set(args.selected) - set(BENCHMARKS))
+    if unknown:
+        p.error(f"unknown benchmark(s) {', '.join(unknown)}: choose from {', '.join(BENCHMARKS)}")
+    if args.repeats < 1 or args.seed_epochs < 1 or args.cnn_epochs < 1 or args.queue_n < 2:
+        p.error("--repeats, --seed-epochs and --cnn-epochs must be >= 1, --queue-n >= 2")
+    args.data_args = list(QUICK_DATA) if q else []
+    return args
+
+
+# --- small helpers ------------------------------------------------------------------------------
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return statistics.median(xs) if xs else None
+
+
+def percentile(xs, q):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    k = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
+
+
+def fs(x, digits=1, unit=" s") -> str:
+    return "-" if x is None else f"{x:,.{digits}f}{unit}"
+
+
+def pct(x) -> str:
+    return "-" if x is None else f"{x * 100:.0f}%"
+
+
+def cpu_share(run) -> str:
+    return pct(((run or {}).get("cpu") or {}).get("other_share"))
+
+
+def fr(x, digits=2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}x"
+
+
+def ms(x) -> str:
+    return "-" if x is None else f"{x * 1000:,.1f} ms"
+
+
+def last_json(text: str):
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{") or line.startswith("["):
+            return json.loads(line)
+    raise RuntimeError(f"no JSON in output:\n{text[-2000:]}")
+
+
+def clean_json(obj):
+    """NaN/inf -> None, recursively (strict JSON)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): clean_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean_json(v) for v in obj]
+    return obj
+
+
+CLK = os.sysconf("SC_CLK_TCK")
+BUSY_WARN = 0.10
+"""Share of the machine's CPU time used by other processes during a run above which it is flagged."""
+
+
+def _busy_seconds() -> float:
+    """CPU seconds all CPUs spent busy since boot (/proc/stat; guest time is already in user)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK
+
+
+def _pid_cpu(pid: int | None) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK  # utime, stime
+    except (OSError, ValueError, IndexError, TypeError):
+        return 0.0
+
+
+class CpuMeter:
+    """How much CPU other processes (not this suite, its children, the embedded stack or the second worker)
+    used while a measurement ran: the noise a shared machine adds."""
+
+    def __init__(self, pids):
+        import resource
+
+        self._res = resource
+        self.t = time.perf_counter()
+        self.busy = _busy_seconds()
+        self.own = {p: _pid_cpu(p) for p in pids if p}  # pid -> its CPU seconds when first seen
+        self.ru = self._rusage()
+        self.adjust = 0.0
+
+    def add(self, pid: int) -> None:
+        """A process of ours that started after this meter did: all its CPU counts."""
+        self.own.setdefault(pid, 0.0)
+
+    def retire(self, pid: int, child: bool) -> None:
+        """Before `pid` exits: a child's CPU will show in RUSAGE_CHILDREN once it is waited for (only the part
+        before this meter started must come off); anybody else's must be taken now."""
+        if pid not in self.own:
+            return
+        base = self.own.pop(pid)
+        self.adjust += -base if child else max(0.0, _pid_cpu(pid) - base)
+
+    def _rusage(self) -> float:
+        r = self._res
+        c, s = r.getrusage(r.RUSAGE_CHILDREN), r.getrusage(r.RUSAGE_SELF)
+        return c.ru_utime + c.ru_stime + s.ru_utime + s.ru_stime
+
+    def stop(self) -> dict:
+        self.done = True
+        wall = time.perf_counter() - self.t
+        busy = _busy_seconds() - self.busy
+        ours = self._rusage() - self.ru + self.adjust + sum(max(0.0, _pid_cpu(p) - c) for p, c in self.own.items())
+        other = max(0.0, busy - ours)
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return {"wall": wall, "busy_cpu_seconds": busy, "own_cpu_seconds": ours, "other_cpu_seconds": other,
+                "other_share": other / (wall * cpus) if wall > 0 else None}
+
+
+LOG_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) (\w+) ([^\]]+)\] (.*)$")
+
+
+def read_log(path: Path, offset: int = 0) -> list[tuple[float, str]]:
+    """(unix time, message) of each line of a worker log written after `offset` bytes."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        m = LOG_RE.match(line)
+        if m:
+            ts = time.mktime(time.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")) + int(m.group(2)) / 1000
+            out.append((ts, m.group(5)))
+    return out
+
+
+def job_timeline(lines, job_id: str, task: str = "digitq.train") -> dict:
+    """The worker-log timestamps of one job: received, set up (data loaded), evaluating, done, succeeded."""
+    tl: dict = {}
+    setup_re = re.compile(rf"^job {re.escape(job_id)}: \S+ on \d+ ")
+    for ts, msg in lines:
+        if f"Task {task}[{job_id}] received" in msg:
+            tl["received"] = ts
+        elif "received" in tl:
+            if "setup" not in tl and setup_re.match(msg):
+                tl["setup"] = ts
+            elif msg.startswith(f"job {job_id}: evaluating"):
+                tl["evaluating"] = ts
+            elif msg.startswith(f"job {job_id}: test accuracy"):
+                tl["done"] = ts
+            elif f"Task {task}[{job_id}] succeeded in " in msg:
+                tl["succeeded"] = ts
+                m = re.search(r"succeeded in ([0-9.eE+-]+)s", msg)
+                tl["runtime"] = float(m.group(1)) if m else None
+                break
+    return tl
+
+
+def task_runtimes(lines, task: str = "digitq.predict") -> dict:
+    out = {}
+    pat = re.compile(rf"Task {re.escape(task)}\[([^\]]+)\] succeeded in ([0-9.eE+-]+)s")
+    for _, msg in lines:
+        m = pat.search(msg)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def machine_info() -> dict:
+    from importlib import metadata
+
+    def version(*names):
+        for n in names:
+            try:
+                return metadata.version(n)
+            except metadata.PackageNotFoundError:
+                continue
+        return None
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip() or None
+    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True).stdout.strip())
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "memory_gib": mem,
+            "python": platform.python_version(), "tensorflow": version("tensorflow-cpu", "tensorflow"),
+            "keras": version("keras"), "celery": version("celery"), "redis_py": version("redis"),
+            "numpy": version("numpy"), "platform": platform.platform(), "hostname": socket.gethostname(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git_commit": commit, "git_dirty": dirty,
+            "load_average_start": list(os.getloadavg())}
+
+
+# --- the suite -----------------------------------------------------------------------------------
+
+
+class Suite:
+    def __init__(self, args):
+        self.args = args
+        self.out = Path(args.out) if Path(args.out).is_absolute() else REPO / args.out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.plots = Path(args.plots) if Path(args.plots).is_absolute() else REPO / args.plots
+        self.scratch = Path(tempfile.mkdtemp(prefix="digitq-suite-"))
+        self.home = Path(args.home).expanduser().resolve() if args.home else self.scratch / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        if args.data_dir:
+            data_dir = Path(args.data_dir).expanduser().resolve()
+        elif os.environ.get("DIGITQ_DATA_DIR"):
+            data_dir = Path(os.environ["DIGITQ_DATA_DIR"]).expanduser().resolve()
+        else:
+            data_dir = (REPO / ".." / "shared" / "data").resolve()
+        if not (data_dir / "mnist").is_dir():
+            raise SystemExit(f"no MNIST in {data_dir / 'mnist'}: pass --data-dir")
+        self.data_dir = data_dir
+        # This process (the queue benchmark's client) and every subprocess see the same settings:
+        # the embedded stack under the fresh home, one CPU device unless a benchmark says otherwise.
+        for k in ("DIGITQ_BROKER_URL", "DIGITQ_RESULT_BACKEND", "DIGITQ_CPU_REPLICAS", "DIGITQ_GPUS"):
+            os.environ.pop(k, None)
+        os.environ.update(DIGITQ_HOME=str(self.home), DIGITQ_DATA_DIR=str(data_dir))
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        self.env = dict(os.environ)
+        self.python = sys.executable
+        script = Path(sys.executable).with_name("digitq")
+        self.digitq = [str(script)] if script.exists() else [sys.executable, "-m", "digitq.client"]
+        self.results: dict = {}
+        self.timings: dict = {}
+        self.models: dict = {}
+        self.warm = False
+        self.w2 = None
+        self.machine = machine_info()
+        self.started = time.time()
+
+    # --- processes ------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        print(f"[suite {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+    def cli(self, args: list[str], check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
+        proc = subprocess.run(self.digitq + args, env=self.env, capture_output=True, text=True,
+                              timeout=timeout or self.args.timeout, stdin=subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"`digitq {' '.join(args)}` exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        return proc
+
+    def stack_pids(self) -> list[int]:
+        pids = []
+        for name in ("worker.pid", "redis.pid"):
+            try:
+                pids.append(int((self.home / "local" / name).read_text().strip()))
+            except (OSError, ValueError):
+                pass
+        return pids
+
+    def meter(self) -> CpuMeter:
+        """A CpuMeter that follows the stack and the second worker as they start and stop."""
+        pids = self.stack_pids()
+        if self.w2 is not None and self.w2.poll() is None:
+            pids.append(self.w2.pid)
+        m = CpuMeter(pids)
+        self._meters = [x for x in getattr(self, "_meters", []) if not getattr(x, "done", False)] + [m]
+        return m
+
+    def _track(self, pids: list[int]) -> None:
+        for m in getattr(self, "_meters", []):
+            for p in pids:
+                m.add(p)
+
+    def _retire(self, pids: list[int], child: bool) -> None:
+        for m in getattr(self, "_meters", []):
+            for p in pids:
+                m.retire(p, child)
+
+    @property
+    def worker_log(self) -> Path:
+        return self.home / "local" / "worker.log"
+
+    def log_offset(self, path: Path | None = None) -> int:
+        try:
+            return (path or self.worker_log).stat().st_size
+        except OSError:
+            return 0
+
+    def local_up(self) -> float:
+        t = time.perf_counter()
+        self.cli(["local", "up", "--json"])
+        took = time.perf_counter() - t
+        self._track(self.stack_pids())
+        return took
+
+    def local_down(self) -> None:
+        self._retire(self.stack_pids(), child=False)
+        self.cli(["local", "down", "--json"], check=False, timeout=120)
+        self.warm = False
+
+    def ensure_warm(self) -> None:
+        """The embedded stack up, its worker past its first (tiny) job."""
+        if self.warm:
+            return
+        self.local_up()
+        res = self.service_train(TINY_ARGS + ["--name", "bench-warm"])
+        self.models["warm"] = res["model"]
+        self.warm = True
+        self.log(f"stack warm (tiny job {res['client_seconds']:.1f} s)")
+
+    def service_train(self, args: list[str]) -> dict:
+        """`digitq submit-train --wait --json ARGS`, timed from the client, broken down with the worker log."""
+        offset = self.log_offset()
+        meter = self.meter()
+        t0w, t0 = time.time(), time.perf_counter()
+        proc = self.cli(["submit-train", "--wait", "--json", *args])
+        client = time.perf_counter() - t0
+        cpu = meter.stop()
+        t1w = t0w + client
+        res = last_json(proc.stdout)
+        if res.get("state") != "SUCCESS":
+            raise RuntimeError(f"job {res.get('job_id')} ended {res.get('state')}: {res.get('error')}")
+        time.sleep(0.3)  # the worker's last log line
+        tl = job_timeline(read_log(self.worker_log, offset), res["job_id"])
+        train_s = res.get("train_seconds")
+        parts = dict.fromkeys(("startup", "queue", "setup", "fit_other", "epochs", "eval_save", "bookkeeping", "tail"))
+        parts["epochs"] = train_s
+        sub = res.get("submitted")
+        if sub:
+            parts["startup"] = sub - t0w
+        if all(k in tl for k in ("received", "setup", "evaluating", "done", "succeeded")) and sub:
+            parts.update(queue=tl["received"] - sub, setup=tl["setup"] - tl["received"],
+                         fit_other=tl["evaluating"] - tl["setup"] - train_s, eval_save=tl["done"] - tl["evaluating"],
+                         bookkeeping=tl["succeeded"] - tl["done"], tail=t1w - tl["succeeded"])
+        return {"job_id": res["job_id"], "client_seconds": client, "wall_seconds": res.get("wall_seconds"),
+                "train_seconds": train_s, "test_accuracy": res.get("test_accuracy"), "epochs": res.get("epochs"),
+                "model": res.get("model"), "model_path": res.get("model_path"), "worker": res.get("worker"),
+                "train_images": res.get("train_images"), "history": res.get("history"),
+                "task_runtime": tl.get("runtime"), "parts": parts, "args": args, "cpu": cpu}
+
+    def bare_train(self, args: list[str], extra_env: dict | None = None) -> dict:
+        """bench/bare_keras.py ARGS in a fresh process; its JSON plus the process's wall time."""
+        env = {**self.env, **(extra_env or {})}
+        meter = self.meter()
+        t = time.perf_counter()
+        proc = subprocess.run([self.python, str(BENCH / "bare_keras.py"), *args], env=env, capture_output=True,
+                              text=True, timeout=self.args.timeout, stdin=subprocess.DEVNULL)
+        total = time.perf_counter() - t
+        cpu = meter.stop()
+        if proc.returncode != 0:
+            raise RuntimeError(f"bare_keras.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        res = last_json(proc.stdout)
+        ph = res["phases_seconds"]
+        res["process_seconds"] = total
+        res["cpu"] = cpu
+        res["parts"] = {
+            "startup": total - res["internal_seconds"] + ph["import"],
+            "queue": None,
+            "setup": ph["data"],
+            "fit_other": ph["setup"] + ph["fit"] - res["train_seconds"],
+            "epochs": res["train_seconds"],
+            "eval_save": ph["eval"] + ph["save"],
+            "bookkeeping": None,
+            "tail": res["internal_seconds"] - sum(ph.values()),
+        }
+        return res
+
+    # --- benchmarks -----------------------------------------------------------------------------
+    def run(self) -> int:
+        failed = 0
+        try:
+            for name in self.args.selected:
+                self.log(f"=== {name} ===")
+                t = time.perf_counter()
+                load = os.getloadavg()[0]
+                meter = self.meter()
+                try:
+                    self.results[name] = getattr(self, f"bench_{name}")()
+                except Exception as exc:  # one broken benchmark must not lose the others
+                    failed += 1
+                    self.log(f"{name} FAILED: {exc}")
+                    self.results[name] = {"error": f"{type(exc).__name__}: {exc}"[:3000],
+                                          "traceback": traceback.format_exc()[-5000:]}
+                cpu = meter.stop()
+                self.timings[name] = {"seconds": round(time.perf_counter() - t, 1), "load_average_start": load,
+                                      "load_average_end": os.getloadavg()[0], "other_share": cpu["other_share"],
+                                      "other_cpu_seconds": cpu["other_cpu_seconds"]}
+                self.log(f"{name} took {self.timings[name]['seconds']:.0f} s; other processes used "
+                         f"{cpu['other_share'] * 100:.0f}% of the CPUs meanwhile")
+                self.write_json()
+        finally:
+            self.stop_w2()
+            self.local_down()
+            self.log("embedded stack stopped")
+            if not self.args.home:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+        self.machine["load_average_end"] = list(os.getloadavg())
+        self.write_json()
+        self.write_plots()
+        self.write_report()
+        return 1 if failed else 0
+
+    def bench_overhead(self) -> dict:
+        a = self.args
+        epochs = ["--epochs", "2"]
+        runs = []
+        for i in range(a.repeats):
+            # Cold start: stack down, then `local up` + the first tiny job (worker start, TF import,
+            # MNIST load), then the same tiny job warm.
+            self.local_down()
+            offset = self.log_offset()
+            t0w, t0 = time.time(), time.perf_counter()
+            up = self.local_up()
+            first = self.service_train(TINY_ARGS + ["--name", "bench-warm"])
+            cold_total = time.perf_counter() - t0
+            ready = next((ts for ts, msg in read_log(self.worker_log, offset) if msg.endswith(" ready.")), None)
+            warm_tiny = self.service_train(TINY_ARGS + ["--name", "bench-warm"])
+            self.models["warm"] = warm_tiny["model"]
+            self.warm = True
+            cold = {"local_up_seconds": up, "first_job_seconds": first["client_seconds"], "total_seconds": cold_total,
+                    "worker_ready_seconds": (ready - t0w) if ready else None,
+                    "warm_job_seconds": warm_tiny["client_seconds"], "first_job": first, "warm_job": warm_tiny}
+            self.log(f"cold start {i + 1}: up {up:.1f} s + first job {first['client_seconds']:.1f} s; warm tiny job "
+                     f"{warm_tiny['client_seconds']:.1f} s")
+            run = {"cold": cold}
+            for which in (("service", "bare") if i % 2 == 0 else ("bare", "service")):
+                if which == "service":
+                    run["service"] = self.service_train([*epochs, *a.data_args, "--name", "bench-overhead"])
+                    s = run["service"]
+                    self.log(f"service {i + 1}: client {s['client_seconds']:.1f} s, wall_seconds {s['wall_seconds']:.1f}, "
+                             f"epochs {s['train_seconds']:.1f} s, accuracy {s['test_accuracy']:.4f}")
+                else:
+                    run["bare"] = self.bare_train([*epochs, *a.data_args])
+                    b = run["bare"]
+                    self.log(f"bare {i + 1}: process {b['process_seconds']:.1f} s, fit+eval+save {b['timed_seconds']:.1f} s, "
+                             f"epochs {b['train_seconds']:.1f} s, accuracy {b['test_accuracy']:.4f}")
+            runs.append(run)
+        svc = [r["service"] for r in runs]
+        bare = [r["bare"] for r in runs]
+        keys = ("startup", "queue", "setup", "fit_other", "epochs", "eval_save", "bookkeeping", "tail")
+        summary = {
+            "service_wall": median(s["wall_seconds"] for s in svc),
+            "service_client": median(s["client_seconds"] for s in svc),
+            "service_train": median(s["train_seconds"] for s in svc),
+            "bare_timed": median(b["timed_seconds"] for b in bare),
+            "bare_process": median(b["process_seconds"] for b in bare),
+            "bare_train": median(b["train_seconds"] for b in bare),
+            "service_accuracy": median(s["test_accuracy"] for s in svc),
+            "bare_accuracy": median(b["test_accuracy"] for b in bare),
+            "service_parts": {k: median(s["parts"][k] for s in svc) for k in keys},
+            "bare_parts": {k: median(b["parts"][k] for b in bare) for k in keys},
+            "cold": {k: median(r["cold"][k] for r in runs) for k in
+                     ("local_up_seconds", "first_job_seconds", "total_seconds", "worker_ready_seconds",
+                      "warm_job_seconds")},
+        }
+        sm = summary
+        sm["ratio_wall"] = sm["service_wall"] / sm["bare_timed"]
+        sm["ratio_epochs"] = sm["service_train"] / sm["bare_train"]
+        sm["ratio_end_to_end"] = sm["service_client"] / sm["bare_process"]
+        sm["goal_met"] = sm["ratio_wall"] <= OVERHEAD_GOAL
+        sm["cold"]["cost_seconds"] = sm["cold"]["total_seconds"] - sm["cold"]["warm_job_seconds"]
+        first = bare[0]
+        return {"summary": summary, "runs": runs, "epochs": 2, "data_args": a.data_args,
+                "train_images": first["train_images"], "validation_images": first["validation_images"],
+                "test_images": first["test_images"], "global_batch": first["global_batch"],
+                "tensorflow": first["tensorflow"], "keras": first["keras"]}
+
+    def bench_tta(self) -> dict:
+        a = self.args
+        self.ensure_warm()
+        jobs = {}
+        for arch, epochs in (("cnn", a.cnn_epochs), ("seed-cnn", a.seed_epochs)):
+            self.log(f"{arch}: {epochs} epoch(s) with --track-test")
+            res = self.service_train(["--arch", arch, "--epochs", str(epochs), "--track-test", *a.data_args,
+                                      "--name", f"bench-tta-{arch}"])
+            hist = res["history"] or []
+            reached = {}
+            for thr in THRESHOLDS:
+                hit = next((e for e in hist if (e.get("test_accuracy") or 0) >= thr), None)
+                reached[f"{thr:.3f}"] = ({"seconds": hit["train_elapsed"], "epoch": hit["epoch"]} if hit else None)
+            jobs[arch] = {"epochs": epochs, "model": res["model"], "test_accuracy": res["test_accuracy"],
+                          "wall_seconds": res["wall_seconds"], "client_seconds": res["client_seconds"],
+                          "train_seconds": res["train_seconds"], "train_images": res["train_images"],
+                          "curve": [{"epoch": e["epoch"], "train_elapsed": e.get("train_elapsed"),
+                                     "test_accuracy": e.get("test_accuracy"), "seconds": e.get("seconds")} for e in hist],
+                          "reached": reached, "cpu": res["cpu"]}
+            self.models[f"tta-{arch}"] = res["model"]
+            self.log(f"{arch}: test accuracy {res['test_accuracy']:.4f} after {res['train_seconds']:.0f} s of training")
+        ratios = {}
+        for thr in THRESHOLDS:
+            k = f"{thr:.3f}"
+            c, s = jobs["cnn"]["reached"][k], jobs["seed-cnn"]["reached"][k]
+            ratios[k] = s["seconds"] / c["seconds"] if c and s else None
+        return {"jobs": jobs, "ratios_seed_over_cnn": ratios, "thresholds": list(THRESHOLDS),
+                "data_args": a.data_args, "tutorial_seed_epochs": TUTORIAL_SEED_EPOCHS}
+
+    def bench_queue(self) -> dict:
+        from digitq.client.api import connect
+        from digitq.common.names import PREDICT_QUEUE, PREDICT_TASK
+
+        a = self.args
+        self.ensure_warm()
+        ref = self.models["warm"]
+        c = connect(start_local=False)
+        payload = {"model": ref, "pixels": base64.b64encode(bytes(784)).decode(), "count": 1}
+
+        def one(poll: float) -> tuple[float, str]:
+            t = time.perf_counter()
+            r = c.app.send_task(PREDICT_TASK, args=[payload], queue=PREDICT_QUEUE)
+            c.wait_result(r.id, timeout=120, poll=poll)
+            return time.perf_counter() - t, r.id
+
+        offset = self.log_offset()
+        for _ in range(3):  # connection set-up, model load and tracing: not timed
+            one(0.05)
+        seq_default = [one(0.05) for _ in range(a.queue_n)]
+        seq_fine = [one(0.002) for _ in range(a.queue_n)]
+        t = time.perf_counter()
+        ids = [c.app.send_task(PREDICT_TASK, args=[payload], queue=PREDICT_QUEUE).id for _ in range(a.queue_n)]
+        sent = time.perf_counter() - t
+        for i in ids:
+            c.wait_result(i, timeout=300, poll=0.002)
+        burst = time.perf_counter() - t
+        time.sleep(0.3)
+        runtimes = task_runtimes(read_log(self.worker_log, offset))
+
+        def stats(samples):
+            xs = [s for s, _ in samples]
+            worker = [runtimes[i] for _, i in samples if i in runtimes]
+            return {"n": len(xs), "p50": percentile(xs, 50), "p99": percentile(xs, 99), "mean": statistics.mean(xs),
+                    "min": min(xs), "max": max(xs), "samples": xs,
+                    "worker_p50": percentile(worker, 50), "worker_p99": percentile(worker, 99), "worker_samples": worker}
+
+        burst_worker = [runtimes[i] for i in ids if i in runtimes]
+        res = {"model": ref, "n": a.queue_n, "sequential_default_poll": stats(seq_default),
+               "sequential_fine_poll": stats(seq_fine),
+               "burst": {"n": a.queue_n, "send_seconds": sent, "total_seconds": burst, "jobs_per_second": a.queue_n / burst,
+                         "worker_busy_seconds": sum(burst_worker),
+                         "worker_bound_jobs_per_second": (len(burst_worker) / sum(burst_worker)) if burst_worker else None}}
+        sd, sf = res["sequential_default_poll"], res["sequential_fine_poll"]
+        self.log(f"latency p50 {sd['p50'] * 1000:.1f} ms / p99 {sd['p99'] * 1000:.1f} ms (default poll), "
+                 f"p50 {sf['p50'] * 1000:.1f} ms (2 ms poll); burst {res['burst']['jobs_per_second']:.1f} jobs/s")
+        return res
+
+    def bench_predict(self) -> dict:
+        a = self.args
+        self.ensure_warm()
+        out_json = self.out / "predict.json"
+        argv = [self.python, str(BENCH / "predict_throughput.py"), "-n", str(a.predict_n),
+                "--loop-sample", str(50 if a.quick else 300), "--repeats", str(a.repeats), "--out", str(out_json),
+                "--home", str(self.home), "--data-dir", str(self.data_dir), "--keep", "--timeout", str(a.timeout)]
+        ref = self.models.get("tta-cnn")
+        if ref and not a.predict_train:
+            argv += ["--model-ref", ref]
+            how = (f"reused from the time-to-accuracy benchmark (default cnn, {a.cnn_epochs} epochs; "
+                   "--predict-train trains a 3-epoch one instead)")
+        else:
+            train = ["--epochs", "3", *a.data_args, "--name", "bench-predict"]
+            argv += ["--train-args", shlex.join(train)]
+            how = "trained by predict_throughput.py: digitq submit-train " + shlex.join(train)
+        self.log(f"predict_throughput.py -n {a.predict_n} ({how})")
+        out_json.unlink(missing_ok=True)
+        proc = subprocess.run(argv, env=self.env, capture_output=True, text=True, timeout=a.timeout * 2,
+                              stdin=subprocess.DEVNULL)
+        (self.out / "predict.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+        m = re.search(r"scratch (\S+), DIGITQ_HOME", proc.stderr)
+        if m and Path(m.group(1)).name.startswith("digitq-bench-"):
+            shutil.rmtree(m.group(1), ignore_errors=True)  # --keep kept it (and the stack, which we still use)
+        if proc.returncode != 0:
+            raise RuntimeError(f"predict_throughput.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        res = json.loads(out_json.read_text())
+        res["how_model"] = how
+        r = res["results"]
+        self.log(f"(a) {r['a']['images_per_second']:,.0f}, (b) {r['b']['images_per_second']:,.0f}, "
+                 f"(c) {r['c']['images_per_second']:,.0f} images/s")
+        return res
+
+    def start_w2(self) -> tuple[str, str]:
+        """A second worker against the embedded broker; returns (its node name, the embedded worker's)."""
+        from digitq.client.api import connect
+
+        c = connect(start_local=False)
+        broker = (self.home / "local" / "broker.url").read_text().strip()
+        env = {**self.env, "DIGITQ_BROKER_URL": broker}
+        node = "w2@bench"
+        log = open(self.out / "w2-worker.log", "ab")
+        t = time.perf_counter()
+        self.w2 = subprocess.Popen([self.python, "-m", "digitq.worker", "--hostname", node], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=str(self.home),
+                                   start_new_session=True)
+        self._track([self.w2.pid])
+        deadline = time.monotonic() + 300
+        while not any(w.get("node") == node for w in c.workers()):
+            if self.w2.poll() is not None:
+                raise RuntimeError(f"the second worker exited with {self.w2.returncode}; see {self.out / 'w2-worker.log'}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the second worker did not announce itself within 300 s")
+            time.sleep(0.5)
+        others = [w["node"] for w in c.workers() if w.get("node") != node and w.get("node", "").startswith("local@")]
+        if not others:
+            raise RuntimeError("the embedded worker does not announce itself")
+        self.log(f"second worker {node} (pid {self.w2.pid}) ready in {time.perf_counter() - t:.1f} s")
+        return node, others[0]
+
+    def stop_w2(self) -> None:
+        if self.w2 is None or self.w2.poll() is not None:
+            return
+        self._retire([self.w2.pid], child=True)
+        self.w2.send_signal(signal.SIGTERM)
+        try:
+            self.w2.wait(30)
+        except subprocess.TimeoutExpired:
+            self.w2.kill()
+            self.w2.wait(10)
+        self.log("second worker stopped")
+
+    def consume(self, node: str, on: bool) -> None:
+        from digitq.client.api import connect
+
+        app = connect(start_local=False).app
+        fn = app.control.add_consumer if on else app.control.cancel_consumer
+        replies = fn("train", destination=[node], reply=True, timeout=10)
+        if not replies:
+            raise RuntimeError(f"{node} did not answer {'add' if on else 'cancel'}_consumer")
+
+    def concurrent_jobs(self, n: int, args: list[str]) -> dict:
+        """n `digitq submit-train --json` clients started at once; wall time until the last one exits."""
+        meter = self.meter()
+        t = time.perf_counter()
+        procs = [subprocess.Popen(self.digitq + ["submit-train", "--json", *args], env=self.env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL) for _ in range(n)]
+        outs = [p.communicate(timeout=self.args.timeout) for p in procs]
+        total = time.perf_counter() - t
+        cpu = meter.stop()
+        jobs = []
+        for p, (so, se) in zip(procs, outs):
+            if p.returncode != 0:
+                raise RuntimeError(f"submit-train exited {p.returncode}:\n{se[-2000:]}")
+            r = last_json(so)
+            jobs.append({"job_id": r["job_id"], "worker": r.get("worker"), "wall_seconds": r.get("wall_seconds"),
+                         "train_seconds": r.get("train_seconds"), "train_images": r.get("train_images"),
+                         "images_per_second": r["train_images"] / r["train_seconds"] if r.get("train_seconds") else None})
+        return {"total_seconds": total, "jobs": jobs, "workers_used": sorted({j["worker"] for j in jobs}), "cpu": cpu,
+                "images_per_second": sum(j["train_images"] for j in jobs) / total}
+
+    def bench_scaling(self) -> dict:
+        a = self.args
+        test = "500" if a.quick else "1000"
+        common = ["--epochs", "1", "--train-size", str(a.scale_images), "--validation-size", "0", "--test-size", test]
+        # (1) replicas: the bare helper with digitq's MirroredStrategy over 1 or 2 logical CPU devices.
+        replicas = {1: [], 2: []}
+        for i in range(a.repeats):
+            for k in ((1, 2) if i % 2 == 0 else (2, 1)):
+                r = self.bare_train([*common, "--strategy", "mirrored", "--steady"], {"DIGITQ_CPU_REPLICAS": str(k)})
+                replicas[k].append(r)
+                self.log(f"replicas={k}: {r['history'][0]['images_per_second']:,.0f} images/s (epoch), "
+                         f"{r['steady_images_per_second'] or 0:,.0f} (steady), global batch {r['global_batch']}")
+        rep = {}
+        for k, rs in replicas.items():
+            rep[str(k)] = {"epoch_images_per_second": median(r["history"][0]["images_per_second"] for r in rs),
+                           "steady_images_per_second": median(r["steady_images_per_second"] for r in rs),
+                           "fit_seconds": median(r["phases_seconds"]["fit"] for r in rs),
+                           "global_batch": rs[0]["global_batch"], "replicas_seen": rs[0]["replicas"],
+                           "test_accuracy": median(r["test_accuracy"] for r in rs),
+                           "other_share": median((r.get("cpu") or {}).get("other_share") for r in rs),
+                           "runs": [{"epoch_images_per_second": r["history"][0]["images_per_second"],
+                                     "steady_images_per_second": r["steady_images_per_second"],
+                                     "fit_seconds": r["phases_seconds"]["fit"], "process_seconds": r["process_seconds"],
+                                     "cpu": r.get("cpu")}
+                                    for r in rs]}
+        # (2) workers: two concurrent jobs on the embedded worker alone, then with a second worker.
+        self.ensure_warm()
+        w2, w1 = self.start_w2()
+        workers = {1: [], 2: []}
+        try:
+            self.consume(w1, False)  # warm the second worker with a tiny job of its own
+            try:
+                self.service_train(TINY_ARGS + ["--name", "bench-warm"])
+            finally:
+                self.consume(w1, True)
+            for i in range(a.repeats):
+                for k in ((1, 2) if i % 2 == 0 else (2, 1)):
+                    self.consume(w2, k == 2)
+                    r = self.concurrent_jobs(2, [*common, "--name", "bench-scale"])
+                    workers[k].append(r)
+                    self.log(f"{k} worker(s): 2 jobs in {r['total_seconds']:.1f} s on {', '.join(r['workers_used'])}")
+        finally:
+            self.stop_w2()
+        wk = {}
+        for k, rs in workers.items():
+            wk[str(k)] = {"total_seconds": median(r["total_seconds"] for r in rs),
+                          "images_per_second": median(r["images_per_second"] for r in rs),
+                          "job_wall_seconds": median(j["wall_seconds"] for r in rs for j in r["jobs"]),
+                          "job_images_per_second": median(j["images_per_second"] for r in rs for j in r["jobs"]),
+                          "all_on_distinct_workers": all(len(r["workers_used"]) == k for r in rs),
+                          "other_share": median((r.get("cpu") or {}).get("other_share") for r in rs), "runs": rs}
+        return {"train_images": a.scale_images, "test_images": int(test), "replicas": rep, "workers": wk,
+                "replica_speedup_steady": _div(rep["2"]["steady_images_per_second"], rep["1"]["steady_images_per_second"]),
+                "replica_speedup_epoch": _div(rep["2"]["epoch_images_per_second"], rep["1"]["epoch_images_per_second"]),
+                "worker_speedup": _div(wk["1"]["total_seconds"], wk["2"]["total_seconds"])}
+
+    # --- outputs --------------------------------------------------------------------------------
+    def write_json(self) -> None:
+        doc = {"quick": self.args.quick, "args": {k: v for k, v in vars(self.args).items()},
+               "machine": self.machine, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+               "suite_seconds": round(time.time() - self.started, 1), "timings": self.timings, "results": self.results}
+        (self.out / "suite.json").write_text(json.dumps(clean_json(doc), indent=2, default=str) + "\n")
+
+    def write_plots(self) -> None:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+        except ImportError:
+            self.log("matplotlib is not installed: no plots (pip install matplotlib)")
+            self.plot_files = {}
+            return
+        self.plots.mkdir(parents=True, exist_ok=True)
+        self.plot_files = {}
+        for name in self.args.selected:
+            res = self.results.get(name)
+            if not res or "error" in res:
+                continue
+            try:
+                path = self.plots / f"{name}.png"
+                getattr(self, f"plot_{name}")(res, path)
+                shutil.copy(path, self.out / path.name)
+                self.plot_files[name] = path
+            except Exception as exc:
+                self.log(f"plot {name} failed: {exc}")
+                traceback.print_exc()
+
+    def _title(self, ax_or_fig, text: str) -> None:
+        if self.args.quick:
+            text += "\nSMOKE RUN (--quick): small data, not real figures"
+        ax_or_fig.suptitle(text, fontsize=11) if hasattr(ax_or_fig, "suptitle") else ax_or_fig.set_title(text, fontsize=11)
+
+    def plot_overhead(self, res: dict, path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        s = res["summary"]
+        labels = [("startup", "start-up / TF import"), ("queue", "queue"), ("setup", "data loading"),
+                  ("fit_other", "build, compile, fit outside epochs"), ("epochs", "epochs"),
+                  ("eval_save", "test eval + save"), ("bookkeeping", "registry + result"), ("tail", "result pick-up, exit")]
+        colors = plt.get_cmap("tab10").colors
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 1.3]})
+        for row, (who, parts) in enumerate((("bare Keras\n(fresh process)", s["bare_parts"]),
+                                            ("digitq\nsubmit-train", s["service_parts"]))):
+            left = 0.0
+            for j, (k, lab) in enumerate(labels):
+                v = parts.get(k) or 0.0
+                if v <= 0:
+                    continue
+                ax.barh(row, v, left=left, color=colors[j], label=lab if row == 1 or k in ("startup", "setup") else None,
+                        edgecolor="white")
+                if v > 0.04 * max(s["service_client"], s["bare_process"]):
+                    ax.text(left + v / 2, row, f"{v:.1f}", ha="center", va="center", fontsize=8, color="white")
+                left += v
+            ax.text(left, row, f"  {left:.1f} s", va="center", fontsize=9)
+        ax.set_yticks([0, 1], ["bare Keras\n(fresh process)", "digitq\nsubmit-train"])
+        ax.set_xlabel("seconds (median)")
+        handles, lbls = ax.get_legend_handles_labels()
+        uniq = dict(zip(lbls, handles))
+        ax.legend(uniq.values(), uniq.keys(), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4,
+                  frameon=False)
+        ax.set_xlim(0, max(s["service_client"], s["bare_process"]) * 1.15)
+        ax.set_title(f"{res['epochs']} epochs on {res['train_images']:,} images: service wall_seconds / bare "
+                     f"fit+eval+save = {s['ratio_wall']:.3f}", fontsize=9)
+        cold = s["cold"]
+        vals = [cold["local_up_seconds"], cold["first_job_seconds"], cold["warm_job_seconds"]]
+        ax2.bar(["local up", "first tiny\njob (cold)", "tiny job\n(warm)"], vals, color=[colors[7], colors[3], colors[2]])
+        for x, v in enumerate(vals):
+            ax2.text(x, v, f"{v:.1f} s", ha="center", va="bottom", fontsize=8)
+        ax2.set_ylabel("seconds (median)")
+        ax2.set_ylim(0, max(v or 0 for v in vals) * 1.2)
+        ax2.set_title(f"cold start costs {cold['cost_seconds']:.1f} s", fontsize=9)
+        self._title(fig, "Training overhead: digitq vs bare Keras")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def plot_tta(self, res: dict, path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        accs = []
+        for arch, style in (("cnn", "o-"), ("seed-cnn", "s-")):
+            j = res["jobs"][arch]
+            xs = [e["train_elapsed"] for e in j["curve"]]
+            ys = [e["test_accuracy"] * 100 for e in j["curve"]]
+            accs += ys
+            label = (f"cnn (digitq default), {j['epochs']} epochs" if arch == "cnn" else
+                     f"seed-cnn (tutorials), {j['epochs']} of {TUTORIAL_SEED_EPOCHS} epochs (capped)")
+            ax.plot(xs, ys, style, label=label)
+            for x, y, e in zip(xs, ys, j["curve"]):
+                ax.annotate(str(e["epoch"]), (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
+        lo = min(98.0, math.floor(min(accs) - 0.5)) if accs else 98.0
+        ax.set_ylim(lo, 100)
+        ax.set_xlim(left=0)
+        yx = ax.get_yaxis_transform()  # x in axes fractions, y in data
+        for thr in res["thresholds"]:
+            ax.axhline(thr * 100, color="grey", lw=0.6, ls=":")
+            if 100 - lo <= 8:  # far enough apart to label each, right of the plot
+                ax.text(1.005, thr * 100, f"{thr * 100:.1f}%", transform=yx, va="center", fontsize=7, color="grey")
+        if 100 - lo > 8:
+            ax.text(1.005, res["thresholds"][0] * 100, "dotted:\n" + "\n".join(f"{t * 100:.1f}%" for t in res["thresholds"]),
+                    transform=yx, va="top", fontsize=7, color="grey")
+        ax.set_xlabel("training seconds (train_elapsed: epochs only, test passes excluded)")
+        ax.set_ylabel("MNIST test accuracy (%)")
+        ax.legend(loc="lower right", fontsize=8)
+        ax.grid(alpha=0.3)
+        self._title(ax, "Time to accuracy (epoch numbers at the points)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def plot_queue(self, res: dict, path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for key, label in (("sequential_default_poll", "round trip, wait_result default poll (50 ms, x1.5)"),
+                           ("sequential_fine_poll", "round trip, 2 ms poll")):
+            xs = sorted(v * 1000 for v in res[key]["samples"])
+            ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], drawstyle="steps-post", label=label)
+        wk = sorted(v * 1000 for v in res["sequential_fine_poll"]["worker_samples"])
+        if wk:
+            ax.plot(wk, [(i + 1) / len(wk) for i in range(len(wk))], drawstyle="steps-post", ls="--",
+                    label="worker's own task time (worker.log)")
+        ax.set_xlabel("milliseconds")
+        ax.set_ylabel("fraction of tasks (cumulative)")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        b = res["burst"]
+        self._title(ax, f"Queue latency of {res['n']} tiny predict tasks, one at a time; "
+                        f"{res['n']} at once: {b['jobs_per_second']:.1f} tasks/s")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def plot_predict(self, res: dict, path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        r = res["results"]
+        labels = ["(a) bare Keras\nmodel.predict", "(b) tutorial\nper-image loop", "(c) digitq predict\nend to end"]
+        vals = [r[k]["images_per_second"] for k in "abc"]
+        fig, ax = plt.subplots(figsize=(8, 3.8))
+        bars = ax.barh(labels, vals, color=["#4c72b0", "#c44e52", "#55a868"])
+        ax.set_xscale("log")
+        for bar, k in zip(bars, "abc"):
+            acc = r[k].get("accuracy")
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                    f"  {r[k]['images_per_second']:,.0f}/s" + (f", acc {acc * 100:.2f}%" if acc is not None else ""),
+                    va="center", fontsize=8)
+        ax.set_xlim(right=max(vals) * 8)
+        ax.invert_yaxis()
+        ax.set_xlabel("images per second (log scale)")
+        self._title(ax, f"Prediction throughput, {res['n']:,} MNIST test PNGs")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    def plot_scaling(self, res: dict, path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        rep = res["replicas"]
+        x = [0, 1]
+        for off, key, lab in ((-0.2, "steady_images_per_second", "steady (after warm-up batches)"),
+                              (0.2, "epoch_images_per_second", "whole epoch (incl. tracing)")):
+            vals = [rep[str(k)][key] or 0 for k in (1, 2)]
+            ax1.bar([v + off for v in x], vals, width=0.4, label=lab)
+            for xi, v in zip(x, vals):
+                ax1.text(xi + off, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
+            for xi, k in zip(x, (1, 2)):
+                pts = [r[key] for r in rep[str(k)]["runs"] if r[key]]
+                ax1.plot([xi + off] * len(pts), pts, "k.", ms=4)
+        ax1.set_xticks(x, [f"DIGITQ_CPU_REPLICAS=1\n(global batch {rep['1']['global_batch']})",
+                           f"DIGITQ_CPU_REPLICAS=2\n(global batch {rep['2']['global_batch']})"])
+        ax1.set_ylabel("training images/s (median; dots = runs)")
+        ax1.set_ylim(0, max(rep[str(k)][key] or 0 for k in (1, 2) for key in
+                            ("steady_images_per_second", "epoch_images_per_second")) * 1.3)
+        ax1.legend(fontsize=8, loc="upper center", ncol=2)
+        ax1.set_title(f"replicas (bare helper, {res['train_images']:,} images, 1 epoch)", fontsize=9)
+        wk = res["workers"]
+        vals = [wk[str(k)]["total_seconds"] for k in (1, 2)]
+        ax2.bar(["1 worker", "2 workers"], vals, color=["#4c72b0", "#55a868"])
+        for xi, k in enumerate((1, 2)):
+            ax2.text(xi, vals[xi], f"{vals[xi]:.1f} s", ha="center", va="bottom", fontsize=8)
+            pts = [r["total_seconds"] for r in wk[str(k)]["runs"]]
+            ax2.plot([xi] * len(pts), pts, "k.", ms=4)
+        ax2.set_ylabel("seconds until both jobs finished (median)")
+        ax2.set_ylim(0, max(vals) * 1.15)
+        ax2.set_title(f"2 concurrent jobs of {res['train_images']:,} images: speed-up "
+                      f"{res['worker_speedup'] or 0:.2f}x", fontsize=9)
+        self._title(fig, f"Scaling on {self.machine['usable_cpus']} CPU cores")
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+
+    # --- the report -------------------------------------------------------------------------------
+    def write_report(self) -> None:
+        report = Path(self.args.report)
+        report = report if report.is_absolute() else REPO / report
+        text = render_report(self, report.parent)
+        report.write_text(text)
+        self.log(f"wrote {report}, {self.out / 'suite.json'}, plots in {self.plots}")
+
+
+def _sub(a, b):
+    return a - b if a is not None and b is not None else None
+
+
+def _div(a, b):
+    return a / b if a is not None and b else None
+
+
+def _rel(path: Path, base: Path) -> str:
+    return os.path.relpath(path, base).replace(os.sep, "/")
+
+
+def render_report(suite: Suite, base: Path) -> str:
+    a, m = suite.args, suite.machine
+    total_min = (time.time() - suite.started) / 60
+    per_bench = ", ".join(f"{k} {v['seconds'] / 60:.1f}" for k, v in suite.timings.items())
+    noise = ", ".join(f"{k} {pct(v.get('other_share'))}" for k, v in suite.timings.items())
+    noisy = [k for k, v in suite.timings.items() if (v.get("other_share") or 0) > BUSY_WARN]
+    L = []
+    if a.quick:
+        L += ["> **SMOKE RUN — NOT REAL FIGURES.** These numbers come from `bench/suite.py --quick`: 5,000 training",
+              "> images, 1 repeat, 2 epochs for time-to-accuracy, 1,000 PNGs, 10 queue tasks, on a machine shared with",
+              "> other work. They only show that the suite runs end to end. Rerun the full suite (below) on a quiet",
+              "> machine before quoting anything from this file.", ""]
+    L += ["# digitq benchmarks", "",
+          "Every benchmark runs side by side with its competitor in one run of one command, on one machine;",
+          f"each timed pair is repeated ({a.repeats}x in this run, alternating which side goes first) and the",
+          "medians are reported. Time-to-accuracy runs once.", "",
+          "## How to rerun", "", "```bash",
+          ".venv/bin/python bench/suite.py            # full run: ~35-40 min on 2 cores; rewrites this file",
+          ".venv/bin/python bench/suite.py --quick    # smoke run: ~5-6 min, marks this file as a smoke run",
+          ".venv/bin/python bench/suite.py --only overhead,queue --repeats 5   # a subset",
+          "```", "",
+          "It needs the `worker` extra and matplotlib (`pip install matplotlib`, for the plots), and the four MNIST",
+          "files in `$DIGITQ_DATA_DIR/mnist` (default `../shared/data`). It starts the embedded stack in a fresh",
+          "`DIGITQ_HOME` and stops it at the end. Raw results: `bench/results/suite.json` (and `predict.json`),",
+          "not committed; plots: `bench/plots/`.", "",
+          "## Machine", "",
+          "| | |", "| --- | --- |",
+          f"| CPU | {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable) |",
+          f"| memory | {m['memory_gib']} GiB |",
+          f"| software | Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, Celery {m['celery']}, "
+          f"redis-py {m['redis_py']}, NumPy {m['numpy']} |",
+          f"| OS | {m['platform']} |",
+          f"| date | {m['date']} |",
+          f"| code | git {m['git_commit']}{' (uncommitted changes)' if m['git_dirty'] else ''} |",
+          f"| load average (1 min) | {m['load_average_start'][0]:.2f} at start, "
+          f"{m.get('load_average_end', [float('nan')])[0]:.2f} at end |",
+          f"| suite run time | {total_min:.1f} min ({per_bench} min) |",
+          f"| CPU used by other processes meanwhile (share of all cores; /proc/stat minus this suite, its "
+          f"children, the embedded stack and the second worker) | {noise} |",
+          ""]
+    if noisy:
+        L += [f"**Warning: the machine was not quiet.** Other processes used more than {BUSY_WARN:.0%} of the CPUs "
+              f"during {', '.join(noisy)} (per-run shares in the tables below), so those timings are disturbed by "
+              "whatever else ran; rerun on a quiet machine before drawing conclusions.", ""]
+    L += _summary(suite)
+    for name in (b for b in REPORT_ORDER if b in a.selected):
+        res = suite.results.get(name)
+        title = {"overhead": "1. Training overhead: `digitq submit-train` vs bare Keras",
+                 "tta": "2. Time to accuracy: default cnn vs the tutorials' seed-cnn",
+                 "predict": "3. Prediction throughput", "queue": "4. Queue latency and throughput",
+                 "scaling": "5. Scaling: replicas and workers"}[name]
+        L += [f"## {title}", ""]
+        if res is None:
+            L += ["Not run.", ""]
+            continue
+        if "error" in res:
+            L += ["**FAILED:**", "", "```", res["error"][-2000:], "```", ""]
+            continue
+        L += globals()[f"_section_{name}"](suite, res)
+        plot = getattr(suite, "plot_files", {}).get(name)
+        if plot:
+            L += [f"![{name}]({_rel(plot, base)})", ""]
+    skipped = [b for b in BENCHMARKS if b not in a.selected]
+    if skipped:
+        L += [f"_Not run this time (`--only`): {', '.join(skipped)}._", ""]
+    return "\n".join(L).rstrip() + "\n"
+
+
+def _summary(suite: Suite) -> list[str]:
+    R = suite.results
+    rows = []
+    o = R.get("overhead")
+    if o and "error" not in o:
+        s = o["summary"]
+        rows.append(f"| training overhead | bare Keras script | service wall_seconds / bare fit+eval+save = "
+                    f"**{s['ratio_wall']:.3f}** (end to end, CLI vs process: {s['ratio_end_to_end']:.2f}) | <= {OVERHEAD_GOAL} "
+                    f"({'met' if s['goal_met'] else 'NOT met'}) |")
+        rows.append(f"| cold start | warm stack | `local up` + first tiny job {fs(s['cold']['total_seconds'])} vs "
+                    f"{fs(s['cold']['warm_job_seconds'])} warm: **+{fs(s['cold']['cost_seconds'])}** | - |")
+    t = R.get("tta")
+    if t and "error" not in t:
+        k = f"{THRESHOLDS[1]:.3f}"
+        c, sd = t["jobs"]["cnn"]["reached"][k], t["jobs"]["seed-cnn"]["reached"][k]
+        rows.append(f"| time to 99.0% | tutorials' seed-cnn | cnn {_reach(c, t['jobs']['cnn'])}, seed-cnn "
+                    f"{_reach(sd, t['jobs']['seed-cnn'])}" + (f": cnn **{t['ratios_seed_over_cnn'][k]:.1f}x** sooner" if
+                                                              t['ratios_seed_over_cnn'][k] else "") + " | - |")
+    p = R.get("predict")
+    if p and "error" not in p:
+        g = p["goals"]
+        rows.append(f"| prediction | bare Keras / per-image loop | (c)/(a) **{g['c_over_a']['value']:.2f}**, (c)/(b) "
+                    f"**{g['c_over_b']['value']:.1f}** | >= {g['c_over_a']['goal']:g} "
+                    f"({'met' if g['c_over_a']['met'] else 'NOT met'}), >= {g['c_over_b']['goal']:g} "
+                    f"({'met' if g['c_over_b']['met'] else 'NOT met'}) |")
+    q = R.get("queue")
+    if q and "error" not in q:
+        sd = q["sequential_default_poll"]
+        rows.append(f"| queue latency | worker's own task time | p50 **{ms(sd['p50'])}**, p99 {ms(sd['p99'])} (worker "
+                    f"{ms(q['sequential_fine_poll']['worker_p50'])}); {q['burst']['jobs_per_second']:.1f} tasks/s | - |")
+    sc = R.get("scaling")
+    if sc and "error" not in sc:
+        rows.append(f"| scaling | 1 replica / 1 worker | 2 replicas **{fr(sc['replica_speedup_steady'])}** images/s; "
+                    f"2 workers **{fr(sc['worker_speedup'])}** on 2 jobs | - |")
+    if not rows:
+        return []
+    return ["## Summary", "", "| benchmark | competitor | result (medians) | goal |", "| --- | --- | --- | --- |",
+            *rows, ""]
+
+
+def _reach(hit, job) -> str:
+    if hit:
+        return f"{hit['seconds']:.0f} s (epoch {hit['epoch']})"
+    return f"not reached in {job['epochs']} epochs"
+
+
+def _section_overhead(suite: Suite, res: dict) -> list[str]:
+    s, a = res["summary"], suite.args
+    sp, bp = s["service_parts"], s["bare_parts"]
+    runs = res["runs"]
+    L = [f"`digitq submit-train --wait --json --epochs 2{(' ' + ' '.join(a.data_args)) if a.data_args else ''}` on a",
+         "warm embedded stack (started, and one tiny job run, just before), against `bench/bare_keras.py` in a fresh",
+         "process: the same `build_model`/`compile_model`/`make_augmenter` and `make_tf_dataset`, the same split",
+         f"({res['train_images']:,} training, {res['validation_images']:,} validation, {res['test_images']:,} test images),",
+         f"global batch {res['global_batch']}, seed, one-cycle length and test evaluation, without tf.distribute, backups,",
+         "TensorBoard, progress reports or the queue. The service's `wall_seconds` (worker: from the job's start to",
+         "its result, including data loading and model build) is compared with the bare script's fit + test",
+         "evaluation + save.", "",
+         "| measurement | digitq | bare Keras | ratio digitq/bare |", "| --- | ---: | ---: | ---: |",
+         f"| **in-job wall time** (service `wall_seconds` vs bare fit+eval+save) | {fs(s['service_wall'])} | "
+         f"{fs(s['bare_timed'])} | **{s['ratio_wall']:.3f}** (goal <= {OVERHEAD_GOAL}: "
+         f"{'met' if s['goal_met'] else 'NOT met'}) |",
+         f"| epochs only (sum of per-epoch seconds, incl. validation) | {fs(s['service_train'])} | "
+         f"{fs(s['bare_train'])} | {s['ratio_epochs']:.3f} |",
+         f"| end to end (CLI submit to result and exit, vs the whole bare process) | {fs(s['service_client'])} | "
+         f"{fs(s['bare_process'])} | {s['ratio_end_to_end']:.3f} |",
+         f"| test accuracy | {s['service_accuracy'] * 100:.2f}% | {s['bare_accuracy'] * 100:.2f}% | |", "",
+         "Where the time goes (medians; the service's parts from the CLI's clock, the job's `submitted` time, the",
+         "worker log's timestamps and the result JSON; the bare script's from its own timers):", "",
+         "| part | digitq | bare Keras |", "| --- | ---: | ---: |",
+         f"| start-up: CLI start until submitted / Python start + TensorFlow import + exit | {fs(sp['startup'], 2)} | "
+         f"{fs(bp['startup'], 2)} |",
+         f"| queue: submitted until the worker received it | {fs(sp['queue'], 2)} | - |",
+         f"| data loading (service: lease, `load_dataset` from the worker's cache, devices) | {fs(sp['setup'], 2)} | "
+         f"{fs(bp['setup'], 2)} |",
+         f"| model build + compile + input pipeline + fit outside epochs | {fs(sp['fit_other'], 2)} | "
+         f"{fs(bp['fit_other'], 2)} |",
+         f"| epochs (`train_seconds`) | {fs(sp['epochs'], 2)} | {fs(bp['epochs'], 2)} |",
+         f"| test evaluation + save | {fs(sp['eval_save'], 2)} | {fs(bp['eval_save'], 2)} |",
+         f"| model registry + result.json + Celery result | {fs(sp['bookkeeping'], 2)} | - |",
+         f"| client notices the result (polls every 0.25 s), prints, exits / JSON print | {fs(sp['tail'], 2)} | "
+         f"{fs(bp['tail'], 2)} |",
+         f"| **total** | {fs(s['service_client'], 2)} | {fs(s['bare_process'], 2)} |", "",
+         f"Service `wall_seconds` minus `train_seconds`: {fs(s['service_wall'] - s['service_train'], 2)} (data, build, "
+         f"evaluation, save); bare fit+eval+save minus its epochs: {fs(s['bare_timed'] - s['bare_train'], 2)}. "
+         "Differences, digitq minus bare: " + ", ".join(
+             f"{label} {sp[k] - bp[k]:+.2f} s" for k, label in (
+                 ("epochs", "epochs"), ("fit_other", "build/compile/fit outside epochs"),
+                 ("eval_save", "evaluation + save"), ("setup", "data loading"))
+             if sp[k] is not None and bp[k] is not None) + ". The service builds, fits and predicts under a "
+         "one-device MirroredStrategy and runs its callbacks (backup every epoch, TensorBoard, progress, history), "
+         "so the two accuracies are not expected to match to the last digit.", ""]
+    if res["train_images"] < 55_000:
+        L += [f"Note: only {res['train_images']:,} training images in this run, so the fixed costs (build, "
+              "evaluation, save) weigh more in the ratio than they do on the full 55,000.", ""]
+    L += ["Per run (seconds):", "",
+         "| run | digitq client | digitq wall_seconds | digitq epochs | bare process | bare fit+eval+save | bare epochs | "
+         "other processes' CPU share (digitq / bare run) |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for i, r in enumerate(runs):
+        sv, b = r["service"], r["bare"]
+        L.append(f"| {i + 1} | {sv['client_seconds']:.2f} | {sv['wall_seconds']:.2f} | {sv['train_seconds']:.2f} | "
+                 f"{b['process_seconds']:.2f} | {b['timed_seconds']:.2f} | {b['train_seconds']:.2f} | "
+                 f"{cpu_share(sv)} / {cpu_share(b)} |")
+    c = s["cold"]
+    L += ["", "**Cold start** (`digitq local down`, then `digitq local up` and a first tiny job: 1 epoch on 1,000",
+          "images, 500 validation, 500 test), against the same tiny job on the then-warm stack:", "",
+          "| | seconds (median) |", "| --- | ---: |",
+          f"| `digitq local up` (starts redis-server, spawns the worker; returns without waiting for it) | "
+          f"{fs(c['local_up_seconds'], 2)} |",
+          f"| worker ready (Celery `ready.` in worker.log, from the start of `local up`: TensorFlow import, devices, "
+          f"broker connect) | {fs(c['worker_ready_seconds'], 2)} |",
+          f"| first tiny job, submit to result (cold worker: also MNIST load, first graph tracing) | "
+          f"{fs(c['first_job_seconds'], 2)} |",
+          f"| **cold total: `local up` + first tiny job** | **{fs(c['total_seconds'], 2)}** |",
+          f"| the same tiny job on the warm stack | {fs(c['warm_job_seconds'], 2)} |",
+          f"| cold-start cost (cold total minus warm job) | {fs(c['cost_seconds'], 2)} |", ""]
+    return L
+
+
+def _section_tta(suite: Suite, res: dict) -> list[str]:
+    a = suite.args
+    j = res["jobs"]
+    c, sd = j["cnn"], j["seed-cnn"]
+    L = ["Two service jobs with `--track-test` (each epoch's history entry gets the MNIST test accuracy and",
+         "`train_elapsed`, the training seconds so far, the test passes themselves not counted):",
+         f"`--arch cnn --epochs {c['epochs']}` (digitq's default recipe) and `--arch seed-cnn --epochs {sd['epochs']}` "
+         "(the tutorials' CNN and recipe: Adam 1e-4, batch 50)"
+         + (f", both with `{' '.join(a.data_args)}`" if a.data_args else "") + ".", "",
+         f"**The seed-cnn run was capped at {sd['epochs']} of the tutorials' {TUTORIAL_SEED_EPOCHS} epochs** "
+         f"({TUTORIAL_SEED_EPOCHS} epochs on these {sd['train_images']:,} images would take about "
+         f"{sd['train_seconds'] / sd['epochs'] * TUTORIAL_SEED_EPOCHS / 60:.0f} minutes of training here); "
+         f"after {sd['epochs']} epochs it stood at **{sd['test_accuracy'] * 100:.2f}%** test accuracy. The cnn ended at "
+         f"**{c['test_accuracy'] * 100:.2f}%** after {c['epochs']} epochs.", "",
+         "| test accuracy reached | cnn: training seconds (epoch) | seed-cnn: training seconds (epoch) | "
+         "seed-cnn / cnn |", "| --- | ---: | ---: | ---: |"]
+    for thr in res["thresholds"]:
+        k = f"{thr:.3f}"
+        ratio = res["ratios_seed_over_cnn"][k]
+        L.append(f"| {thr * 100:.1f}% | {_reach(c['reached'][k], c)} | {_reach(sd['reached'][k], sd)} | "
+                 f"{f'{ratio:.1f}x' if ratio else '-'} |")
+    L += ["", "| job | epochs | training seconds | job wall_seconds | seconds per epoch | final test accuracy | model | "
+          "other processes' CPU share |",
+          "| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for arch in ("cnn", "seed-cnn"):
+        x = j[arch]
+        L.append(f"| {arch} | {x['epochs']} | {x['train_seconds']:.1f} | {x['wall_seconds']:.1f} | "
+                 f"{x['train_seconds'] / x['epochs']:.1f} | {x['test_accuracy'] * 100:.2f}% | {x['model']} | "
+                 f"{cpu_share(x)} |")
+    L += ["", "Test accuracy after each epoch (training seconds so far):", "",
+          "| epoch | cnn | seed-cnn |", "| ---: | --- | --- |"]
+    n = max(len(c["curve"]), len(sd["curve"]))
+    for i in range(n):
+        cells = []
+        for x in (c, sd):
+            e = x["curve"][i] if i < len(x["curve"]) else None
+            cells.append(f"{e['test_accuracy'] * 100:.2f}% ({e['train_elapsed']:.0f} s)" if e else "")
+        L.append(f"| {i + 1} | {cells[0]} | {cells[1]} |")
+    L.append("")
+    return L
+
+
+def _section_predict(suite: Suite, res: dict) -> list[str]:
+    r, g, mdl = res["results"], res["goals"], res["model"]
+    L = [f"`bench/predict_throughput.py` (run by the suite with `-n {res['n']}`; its own JSON is "
+         "`bench/results/predict.json`): the same model and the same MNIST test digits, written as real "
+         f"{res['png_size']}x{res['png_size']} PNG files (dark ink on white), through (a) bare Keras `model.predict` on the",
+         "decoded arrays, (b) the tutorials' per-image loop (PIL, invert, `model.predict` per image) and (c)",
+         "`digitq predict FOLDER` end to end on the warm embedded stack.", "",
+         f"Model: `{mdl['model']}`, {res.get('how_model', '')}; its test accuracy at training: "
+         f"{(mdl.get('test_accuracy') or float('nan')) * 100:.2f}%.", "",
+         "| measurement | images | seconds (median) | images/s | accuracy | notes |",
+         "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for k, label in (("a", "(a) bare Keras `model.predict`"), ("b", "(b) tutorial per-image loop"),
+                     ("c", "(c) `digitq predict` end to end")):
+        e = r[k]
+        acc = f"{e['accuracy'] * 100:.2f}%" if e.get("accuracy") is not None else "-"
+        L.append(f"| {label} | {e['images']:,} | {e['median_seconds']:.3f} | {e['images_per_second']:,.0f} | {acc} | "
+                 f"{e['note']} |")
+    L += ["", "| ratio | value | goal | met |", "| --- | ---: | ---: | --- |"]
+    for k, label in (("c_over_a", "(c) / (a)"), ("c_over_b", "(c) / (b)")):
+        L.append(f"| {label} | {g[k]['value']:.3f} | >= {g[k]['goal']:g} | {'yes' if g[k]['met'] else 'NO'} |")
+    L += ["", f"Accuracy of this model on the PNGs through `digitq predict`: **{r['c']['accuracy'] * 100:.2f}%**; on the "
+          f"decoded test arrays (bare Keras): **{r['a']['accuracy'] * 100:.2f}%** (first {res['n']:,} test digits).", ""]
+    p = res.get("profile")
+    if p:
+        L += ["Where (c)'s time goes (median run):", "", "| part | seconds | share of (c) wall |", "| --- | ---: | ---: |"]
+        wall = r["c"]["median_seconds"]
+        for label, sec in p["parts"]:
+            share = f"{sec / wall * 100:.0f}%" if sec is not None and sec == sec and wall else "-"
+            L.append(f"| {label} | {sec:.3f} | {share} |")
+        L.append("")
+    return L
+
+
+def _section_queue(suite: Suite, res: dict) -> list[str]:
+    sd, sf, b = res["sequential_default_poll"], res["sequential_fine_poll"], res["burst"]
+    return [
+        f"Tiny tasks on the warm embedded worker, sent with the Python client API: `digitq.predict` on one image",
+        f"(784 zero bytes) with model `{res['model']}`, `c.app.send_task(..., queue=\"predict\")` then",
+        "`c.wait_result(id)`; 3 untimed warm-up tasks first. The competitor is the worker's own time per task",
+        "(Celery's `succeeded in` in worker.log): what the queue round trip adds on top of it.", "",
+        "| measurement | n | p50 | p99 | mean | max | worker's task time p50 | round trip minus task time (p50s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| one at a time, `wait_result` default polling (first look at once, then 50 ms growing x1.5) | {sd['n']} | "
+        f"**{ms(sd['p50'])}** | **{ms(sd['p99'])}** | {ms(sd['mean'])} | {ms(sd['max'])} | {ms(sd['worker_p50'])} | "
+        f"{ms(_sub(sd['p50'], sd['worker_p50']))} |",
+        f"| one at a time, 2 ms polling (the queue's own latency) | {sf['n']} | {ms(sf['p50'])} | {ms(sf['p99'])} | "
+        f"{ms(sf['mean'])} | {ms(sf['max'])} | {ms(sf['worker_p50'])} | {ms(_sub(sf['p50'], sf['worker_p50']))} |", "",
+        f"**Throughput:** {b['n']} tasks sent at once ({ms(b['send_seconds'])} to send them all) and drained in "
+        f"{fs(b['total_seconds'], 2)}: **{b['jobs_per_second']:.1f} tasks/s**; the worker was busy "
+        f"{fs(b['worker_busy_seconds'], 2)} of that (its own bound: "
+        f"{b['worker_bound_jobs_per_second'] or 0:.1f} tasks/s; one solo-pool worker runs one task at a time).",
+        f"With n = {sd['n']}, p99 is close to the maximum.", ""]
+
+
+def _section_scaling(suite: Suite, res: dict) -> list[str]:
+    rep, wk = res["replicas"], res["workers"]
+    cores = suite.machine["usable_cpus"]
+    L = [f"**Replicas.** `bench/bare_keras.py --strategy mirrored` (digitq's own device set-up and MirroredStrategy)",
+         f"in a fresh process with `DIGITQ_CPU_REPLICAS=1` and `=2`: 1 epoch of the default cnn on "
+         f"{res['train_images']:,} images (no validation, {res['test_images']:,} test). Batch size is per replica, so 2",
+         "replicas use twice the global batch (and half the steps), as the service does. Steady = the first epoch's",
+         "batches after a short warm-up; whole epoch includes graph tracing.", "",
+         "| DIGITQ_CPU_REPLICAS | global batch | images/s steady | images/s whole epoch | fit seconds | "
+         "other processes' CPU share (median) |",
+         "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for k in ("1", "2"):
+        x = rep[k]
+        L.append(f"| {k} | {x['global_batch']} | {x['steady_images_per_second'] or 0:,.0f} | "
+                 f"{x['epoch_images_per_second'] or 0:,.0f} | {x['fit_seconds']:.1f} | {pct(x.get('other_share'))} |")
+    L += [f"| **2 / 1** | | **{fr(res['replica_speedup_steady'])}** | {fr(res['replica_speedup_epoch'])} | | |", "",
+          f"**Workers.** Two `digitq submit-train --json` clients started at once, each a job of 1 epoch on "
+          f"{res['train_images']:,} images, with",
+          "the embedded worker alone and with a second worker (`python -m digitq.worker --hostname w2@bench`",
+          "against the embedded stack's broker; toggled between the two cases with Celery's",
+          "`cancel_consumer`/`add_consumer` on the train queue, so the cases alternate within the run).", "",
+          "| workers | both jobs done (s) | images/s, both jobs | a job's wall_seconds | a job's images/s | jobs spread | "
+          "other processes' CPU share (median) |",
+          "| ---: | ---: | ---: | ---: | ---: | --- | ---: |"]
+    for k in ("1", "2"):
+        x = wk[k]
+        L.append(f"| {k} | {x['total_seconds']:.1f} | {x['images_per_second']:,.0f} | {x['job_wall_seconds']:.1f} | "
+                 f"{x['job_images_per_second']:,.0f} | {'one per worker' if k == '2' and x['all_on_distinct_workers'] else ('one worker' if k == '1' else 'NOT always one per worker')} | "
+                 f"{pct(x.get('other_share'))} |")
+    L += [f"| **speed-up** | **{fr(res['worker_speedup'])}** | | | | | |", "",
+          f"All of this runs on the same {cores} CPU cores: a second replica or worker process can only use the",
+          "cycles one TensorFlow process leaves idle (single-threaded tracing, input pipeline stalls, evaluation),",
+          "so these figures show how much of that there is, not what more machines would give.", ""]
+    return L
+
+
+def render_only(args) -> int:
+    """Plots and report again from a finished run's suite.json (e.g. after changing the report's layout)."""
+    out = Path(args.out) if Path(args.out).is_absolute() else REPO / args.out
+    doc = json.loads((out / "suite.json").read_text())
+    saved = doc["args"]
+    for k in ("quick", "repeats", "selected", "data_args", "seed_epochs", "cnn_epochs", "queue_n", "predict_n",
+              "scale_images"):
+        setattr(args, k, saved[k])
+    suite = Suite.__new__(Suite)
+    suite.args, suite.out, suite.machine = args, out, doc["machine"]
+    suite.plots = Path(args.plots) if Path(args.plots).is_absolute() else REPO / args.plots
+    suite.results, suite.timings = doc["results"], doc["timings"]
+    suite.started = time.time() - doc["suite_seconds"]
+    suite.write_plots()
+    suite.write_report()
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.render_only:
+        return render_only(args)
+    suite = Suite(args)
+    suite.log(f"DIGITQ_HOME {suite.home}, DIGITQ_DATA_DIR {suite.data_dir}, results in {suite.out}, "
+              f"{'QUICK smoke run, ' if args.quick else ''}repeats {args.repeats}, benchmarks {','.join(args.selected)}")
+    try:
+        return suite.run()
+    except KeyboardInterrupt:
+        suite.log("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
