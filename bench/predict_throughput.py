@@ -98,15 +98,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def machine_info() -> dict:
-    model = "unknown"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.lower().startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return "unknown"
+
+
+def machine_info() -> dict:
+    model = cpu_model()
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

@@ -262,7 +262,7 @@ def predict(
     remote: Annotated[bool, typer.Option("--remote", help="FOLDER is on the shared volume (below DIGITQ_DATA_DIR or DIGITQ_HOME): workers read it.")] = False,
     chunk_size: Annotated[int, typer.Option(help="Images per task.")] = 500,
     jobs: Annotated[int, typer.Option(help="Processes that preprocess images here (0 = one per core, at most 4).")] = 0,
-    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Predict runs in the foreground; kept for symmetry with submit-train.")] = True,
+    wait: Annotated[bool, typer.Option("--wait", help="Accepted for symmetry with submit-train: predict always runs in the foreground, writing rows as chunks finish (the client feeds the chunks).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     gallery: Annotated[Optional[str], typer.Option(help="Also write a PNG contact sheet of the first 400 images: each digit as the model saw it, with its prediction (not with --remote).")] = None,
 ):
