@@ -436,6 +436,15 @@ def test_folder_with_only_junk_exits_1(model, client_env, tmp_path):
 # --- evaluate and export ------------------------------------------------------------------
 
 
+def test_train_on_a_labelled_folder_of_own_images(model, folders, client_env):
+    """The "my own handwriting" use: sub-folders 0..9 as the training set (tested on MNIST's test set)."""
+    res = cli_json(["submit-train", "--dataset", str(folders.labelled), "--epochs", "1", "--batch-size", "8",
+                    "--test-size", "200", "--name", "own-hand", "--json"], client_env)
+    assert res["state"] == "SUCCESS" and res["dataset"] == str(folders.labelled)
+    assert res["train_images"] == 24  # 30 images, 20% (6) held out for validation; notes.txt skipped
+    assert res["model"].startswith("own-hand:") and 0.0 <= res["test_accuracy"] <= 1.0
+
+
 def test_evaluate_on_mnist_and_on_a_labelled_folder(model, folders, client_env):
     ref = f"{model.name}:1"
     res = cli_json(["evaluate", "--model", ref, "--test-size", "500", "--json"], client_env)
