@@ -310,6 +310,24 @@ def fmt_rate(x) -> str:
     return f"{x:,.0f}" if x is not None and x == x else "-"
 
 
+def result_tables(res: dict) -> list[str]:
+    """The (a)/(b)/(c) table and the ratio table, as Markdown lines (the suite's report uses them too)."""
+    r = res["results"]
+    lines = ["| measurement | images | seconds (median) | images/s | accuracy | notes |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    for key, label in (("a", "(a) bare Keras `model.predict`"), ("b", "(b) tutorial per-image loop"),
+                       ("c", "(c) `digitq predict` end to end")):
+        e = r[key]
+        acc = f"{e['accuracy'] * 100:.2f}%" if e.get("accuracy") is not None else "-"
+        lines.append(f"| {label} | {e['images']:,} | {e['median_seconds']:.3f} | {fmt_rate(e['images_per_second'])} | "
+                     f"{acc} | {e['note']} |")
+    lines += ["", "| ratio | value | goal | met |", "| --- | ---: | ---: | --- |"]
+    for key, label in (("c_over_a", "(c) / (a)"), ("c_over_b", "(c) / (b)")):
+        g = res["goals"][key]
+        lines.append(f"| {label} | {g['value']:.3f} | >= {g['goal']:g} | {'yes' if g['met'] else 'NO'} |")
+    return lines
+
+
 def render(res: dict) -> str:
     m, r = res["machine"], res["results"]
     lines = [
@@ -325,21 +343,7 @@ def render(res: dict) -> str:
         lines.append(f"warning: the machine was already busy before this run (1-minute load average {before:.2f} on "
                      f"{m['usable_cpus']} CPUs): other processes shared the cores, so the rates are noisy; "
                      "rerun on a quiet machine")
-    lines += [
-        "",
-        "| measurement | images | seconds (median) | images/s | accuracy | notes |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for key, label in (("a", "(a) bare Keras `model.predict`"), ("b", "(b) tutorial per-image loop"),
-                       ("c", "(c) `digitq predict` end to end")):
-        e = r[key]
-        acc = f"{e['accuracy'] * 100:.2f}%" if e.get("accuracy") is not None else "-"
-        lines.append(f"| {label} | {e['images']:,} | {e['median_seconds']:.3f} | {fmt_rate(e['images_per_second'])} | "
-                     f"{acc} | {e['note']} |")
-    lines += ["", "| ratio | value | goal | met |", "| --- | ---: | ---: | --- |"]
-    for key, label in (("c_over_a", "(c) / (a)"), ("c_over_b", "(c) / (b)")):
-        g = res["goals"][key]
-        lines.append(f"| {label} | {g['value']:.3f} | >= {g['goal']:g} | {'yes' if g['met'] else 'NO'} |")
+    lines += [""] + result_tables(res)
     if res["n"] < 10_000:
         lines += ["", f"note: N = {res['n']:,} < 10,000: (c)'s fixed costs (client start-up, preprocessing the first "
                   "chunk before the worker can start, waiting for the last one) weigh more than on the full run."]

@@ -1278,17 +1278,11 @@ def _section_predict(suite: Suite, res: dict) -> list[str]:
          "`digitq predict FOLDER` end to end on the warm embedded stack.", "",
          f"Model: `{mdl['model']}`, {res.get('how_model', '')}; its test accuracy at training: "
          f"{(mdl.get('test_accuracy') or float('nan')) * 100:.2f}%.", "",
-         "| measurement | images | seconds (median) | images/s | accuracy | notes |",
-         "| --- | ---: | ---: | ---: | ---: | --- |"]
-    for k, label in (("a", "(a) bare Keras `model.predict`"), ("b", "(b) tutorial per-image loop"),
-                     ("c", "(c) `digitq predict` end to end")):
-        e = r[k]
-        acc = f"{e['accuracy'] * 100:.2f}%" if e.get("accuracy") is not None else "-"
-        L.append(f"| {label} | {e['images']:,} | {e['median_seconds']:.3f} | {e['images_per_second']:,.0f} | {acc} | "
-                 f"{e['note']} |")
-    L += ["", "| ratio | value | goal | met |", "| --- | ---: | ---: | --- |"]
-    for k, label in (("c_over_a", "(c) / (a)"), ("c_over_b", "(c) / (b)")):
-        L.append(f"| {label} | {g[k]['value']:.3f} | >= {g[k]['goal']:g} | {'yes' if g[k]['met'] else 'NO'} |")
+         ]
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from predict_throughput import result_tables
+
+    L += result_tables(res)
     L += ["", f"Accuracy of this model on the PNGs through `digitq predict`: **{r['c']['accuracy'] * 100:.2f}%**; on the "
           f"decoded test arrays (bare Keras): **{r['a']['accuracy'] * 100:.2f}%** (first {res['n']:,} test digits).", ""]
     p = res.get("profile")

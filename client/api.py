@@ -58,8 +58,8 @@ class JobStatus:
             d["progress"] = self.progress
         if self.error is not None:
             d["error"] = self.error
-        if self.result is not None:
-            d.update({k: v for k, v in self.result.items() if k not in d or k == "state"})
+        if self.result is not None:  # the result's own fields (a TrainResult's job_id and state agree)
+            d.update({k: v for k, v in self.result.items() if k not in d})
         return d
 
 

@@ -8,7 +8,7 @@ load time: a worker started from another directory must see the same files.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from digitq.common.errors import DigitqError
@@ -54,7 +54,6 @@ class Settings:
     result_ttl: int = DEFAULT_RESULT_TTL  # seconds
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # bytes
     metrics_port: int = 0  # DIGITQ_METRICS_PORT: serve Prometheus metrics there (0 = off)
-    extra: dict = field(default_factory=dict)
 
     @property
     def jobs_dir(self) -> Path:
