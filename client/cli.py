@@ -237,6 +237,7 @@ def worker(
     concurrency: Annotated[int, typer.Option(help="Job processes; keep 1 on GPU machines (one process owns the GPUs).")] = 1,
     hostname: Annotated[Optional[str], typer.Option(help="Celery node name.")] = None,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "INFO",
+    gpus: Annotated[Optional[str], typer.Option(help="GPUs this worker owns, e.g. 0,1 (default: DIGITQ_GPUS, else all). Set before TensorFlow starts.")] = None,
 ):
     """Start a worker in the foreground (needs digitq[worker]); it serves DIGITQ_BROKER_URL."""
     import importlib.util
@@ -247,6 +248,8 @@ def worker(
             "--loglevel", loglevel]
     if hostname:
         argv += ["--hostname", hostname]
+    if gpus is not None:
+        argv += ["--gpus", gpus]
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # the worker replaces this process: signals reach Celery directly
 

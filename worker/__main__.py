@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import socket
 import sys
 
@@ -23,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=1, help="job processes (1 = solo, for GPU machines)")
     p.add_argument("--hostname", default=f"digitq@{socket.gethostname()}", help="Celery node name")
     p.add_argument("--loglevel", default="INFO")
+    p.add_argument("--gpus", default=None, help="GPUs this worker owns, e.g. 0,1 or all (sets DIGITQ_GPUS)")
     args = p.parse_args(argv)
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s %(levelname)s %(name)s] %(message)s")
     try:
@@ -32,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
             raise DigitqError(f"unknown queue(s) {', '.join(unknown) or '(none)'}: choose from {', '.join(ALL_QUEUES)}")
         if args.concurrency < 1:
             raise DigitqError(f"--concurrency must be >= 1, got {args.concurrency}")
+        if args.gpus is not None:
+            os.environ["DIGITQ_GPUS"] = args.gpus  # before TensorFlow is imported, via select_gpus_env
         settings = load_settings()
         from digitq.worker.devices import configure_devices, select_gpus_env
 
