@@ -3,9 +3,9 @@
 bench/suite.py.
 
 It trains the same model with the same recipe on the same MNIST split as a digitq job would
-(`build_model`, `compile_model`, `make_augmenter` from digitq.worker.model; `load_dataset` and
-`make_tf_dataset` from digitq.worker.data; the same pixel statistics, seed, batch, schedule
-length, validation set and test evaluation), but in a plain script: no queue, no Celery, no
+(`build_model` and `compile_model` from digitq.worker.model, `make_augmenter` from
+digitq.worker.augment, `load_dataset` and `make_tf_dataset` from digitq.worker.data; the same
+pixel statistics, seed, batch, schedule length, validation set and test evaluation), but in a plain script: no queue, no Celery, no
 backups, TensorBoard, progress reports or history file. Only a tiny epoch timer is attached
 (and with --steady, a batch timer), so its per-epoch seconds mean what the service's do.
 
@@ -74,7 +74,8 @@ def main(argv=None) -> int:
 
     from digitq.worker import data
     from digitq.worker.devices import configure_devices, make_strategy
-    from digitq.worker.model import build_model, compile_model, make_augmenter, resolve_hparams
+    from digitq.worker.augment import make_augmenter
+    from digitq.worker.model import build_model, compile_model, resolve_hparams
     from digitq.worker.train import PREDICT_BATCH, _pixel_stats
 
     phases = {"import": time.perf_counter() - t}

@@ -223,7 +223,7 @@ def make_tf_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: 
     """Batches of (images N x 28 x 28 x 1, one-hot float labels), prefetched.
 
     The whole split is one in-memory uint8 tensor (47 MB for all of MNIST); no Python runs per
-    batch. `augment` (a Keras layer) transforms each batch's float pixels in the pipeline.
+    batch. `augment` (from `digitq.worker.augment`) transforms each batch's float pixels in the pipeline.
     """
     import tensorflow as tf
 
@@ -232,7 +232,7 @@ def make_tf_dataset(split: Split, batch_size: int, shuffle: bool = False, seed: 
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if augment is not None:
-        ds = ds.map(lambda x, y: (augment(tf.cast(x, tf.float32), training=True), y),
+        ds = ds.map(lambda x, y: (augment(tf.cast(x, tf.float32)), y),
                     num_parallel_calls=tf.data.AUTOTUNE)
     if one_hot:
         ds = ds.map(lambda x, y: (x, tf.one_hot(tf.cast(y, tf.int32), 10)), num_parallel_calls=tf.data.AUTOTUNE)

@@ -34,7 +34,7 @@ class HParams:
     schedule: str
     label_smoothing: float
     weight_decay: float
-    augment: str  # none, shift (random translation) or affine (rotation, shear, zoom, shift)
+    augment: str  # none, shift (whole-pixel) or affine (rotation, shear, zoom, shift): see augment.py
 
 
 ARCH_DEFAULTS = {
@@ -90,30 +90,6 @@ def _conv_bn(x, channels: int, name: str, synchronized: bool, strides: int = 1, 
     x = layers.Conv2D(channels, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
     x = _batch_norm(f"{name}_bn", synchronized)(x)
     return layers.ReLU(name=f"{name}_relu")(x)
-
-
-AUGMENT = dict(rotation=10 / 360, shift=0.1, zoom=0.1, shear=0.15)
-"""Random affine augmentation, as the tutorials suggest: rotation (fraction of a full turn:
-+-10 degrees), shift (+-10% of 28 px), zoom (+-10%) and shear. Active only while training."""
-
-
-def make_augmenter(kind: str, seed: int) -> keras.Sequential | None:
-    """The random transform `kind` applied to raw pixels (float, 0..255) in the input pipeline.
-
-    It lives in tf.data, not in the model, so the saved model stays a plain classifier; the
-    fill value 0 is MNIST's background."""
-    fill = dict(fill_mode="constant", fill_value=0.0)
-    if kind == "none":
-        return None
-    if kind == "shift":
-        return keras.Sequential([layers.RandomTranslation(AUGMENT["shift"], AUGMENT["shift"], seed=seed, **fill)],
-                                name="augment")
-    return keras.Sequential([
-        layers.RandomRotation(AUGMENT["rotation"], seed=seed, **fill),
-        layers.RandomShear(x_factor=AUGMENT["shear"], y_factor=AUGMENT["shear"], seed=seed + 1, **fill),
-        layers.RandomZoom(AUGMENT["zoom"], seed=seed + 2, **fill),
-        layers.RandomTranslation(AUGMENT["shift"], AUGMENT["shift"], seed=seed + 3, **fill),
-    ], name="augment")
 
 
 def build_model(hp: HParams, mean: float = MNIST_MEAN, std: float = MNIST_STD, replicas: int = 1) -> keras.Model:

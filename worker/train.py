@@ -72,7 +72,8 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     import keras
 
     from digitq.worker import callbacks as cb
-    from digitq.worker.model import build_model, compile_model, make_augmenter, resolve_hparams
+    from digitq.worker.augment import make_augmenter
+    from digitq.worker.model import build_model, compile_model, resolve_hparams
 
     hp = resolve_hparams(request)
     info = configure_devices(settings)
