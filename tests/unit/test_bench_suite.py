@@ -1,0 +1,182 @@
+"""bench/suite.py's pure helpers: time-to-accuracy bookkeeping, overhead pair ratios, the ceiling
+summary and the stamps that let a partial rerun keep the other results. Nothing is run or trained."""
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("bench_suite", REPO / "bench" / "suite.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _hist(*accs, seconds=60.0):
+    return [{"epoch": i + 1, "seconds": seconds, "train_elapsed": seconds * (i + 1), "test_accuracy": a}
+            for i, a in enumerate(accs)]
+
+
+def test_parse_args_defaults_and_quick(suite):
+    a = suite.parse_args([])
+    assert (a.seed_epochs, a.seed_target, a.cnn_epochs) == (30, 0.994, 5)
+    assert (a.overhead_repeats, a.repeats, a.ceiling_k, a.ceiling_epochs) == (5, 3, 5, 20)
+    assert a.selected == list(suite.BENCHMARKS)
+    q = suite.parse_args(["--quick"])
+    assert (q.ceiling_k, q.ceiling_epochs, q.seed_epochs, q.repeats) == (2, 1, 2, 1)
+    assert q.data_args == suite.QUICK_DATA
+    only = suite.parse_args(["--only", "scaling,ceiling", "--overhead-repeats", "7"])
+    assert only.selected == ["ceiling", "scaling"]  # run order
+    assert only.overhead_repeats == 7
+
+
+@pytest.mark.parametrize("argv", [["--seed-target", "1.5"], ["--seed-target", "0"], ["--ceiling-k", "0"],
+                                  ["--only", "nope"], ["--overhead-repeats", "0"]])
+def test_parse_args_refuses_bad_values(suite, argv):
+    with pytest.raises(SystemExit):
+        suite.parse_args(argv)
+
+
+def test_thresholds_include_the_target(suite):
+    assert suite.SEED_TARGET in suite.THRESHOLDS
+    assert list(suite.THRESHOLDS) == sorted(suite.THRESHOLDS)
+
+
+def test_first_reaching_counts_an_exact_hit(suite):
+    h = _hist(0.98, 9939 / 10000, 9940 / 10000, 0.996)
+    assert suite.first_reaching(h, 0.994)["epoch"] == 3
+    assert suite.first_reaching(h, 0.997) is None
+    assert suite.first_reaching([{"epoch": 1}], 0.5) is None  # no tracked accuracy
+
+
+def test_reached_thresholds(suite):
+    r = suite.reached_thresholds(_hist(0.986, 0.991, 0.9945), suite.THRESHOLDS)
+    assert r["0.985"] == {"seconds": 60.0, "epoch": 1}
+    assert r["0.990"]["epoch"] == 2
+    assert r["0.993"]["epoch"] == r["0.994"]["epoch"] == 3
+    assert r["0.995"] is None
+
+
+def _job(suite, hist):
+    return {"reached": suite.reached_thresholds(hist, suite.THRESHOLDS), "epochs": len(hist),
+            "train_seconds": hist[-1]["train_elapsed"]}
+
+
+def test_tta_goal_met_and_not_met(suite):
+    cnn = _job(suite, _hist(0.99, 0.995, seconds=30))  # 99.4% after 60 s
+    fast_seed = _job(suite, _hist(*[0.99] * 5, 0.994))  # after 360 s: 6x
+    slow_seed = _job(suite, _hist(*[0.99] * 10, 0.994))  # after 660 s: 11x
+    g = suite.tta_goal(cnn, fast_seed, 0.994)
+    assert g["status"] == "NOT met" and g["ratio"] == pytest.approx(6.0) and not g["lower_bound"]
+    g = suite.tta_goal(cnn, slow_seed, 0.994)
+    assert g["status"] == "met" and g["ratio"] == pytest.approx(11.0)
+
+
+def test_tta_goal_when_one_side_never_reaches(suite):
+    cnn = _job(suite, _hist(0.99, 0.995, seconds=30))
+    never_short = _job(suite, _hist(*[0.99] * 5))  # 300 s without reaching: ratio > 5, cannot tell
+    never_long = _job(suite, _hist(*[0.99] * 30))  # 1800 s without reaching: ratio > 30, met
+    g = suite.tta_goal(cnn, never_short, 0.994)
+    assert g["status"] == "undecided" and g["lower_bound"] and g["ratio"] == pytest.approx(5.0)
+    assert "not reach" in g["why"]
+    assert suite.tta_goal(cnn, never_long, 0.994)["status"] == "met"
+    slow_cnn = _job(suite, _hist(0.99, 0.993))
+    g = suite.tta_goal(slow_cnn, never_long, 0.994)
+    assert g["status"] == "NOT met" and g["ratio"] is None and "cnn did not reach" in g["why"]
+
+
+def test_pair_ratios_are_per_pair(suite):
+    runs = [{"service": {"wall_seconds": 110, "train_seconds": 100, "client_seconds": 111},
+             "bare": {"timed_seconds": 100, "train_seconds": 100, "process_seconds": 105}},
+            {"service": {"wall_seconds": 66, "train_seconds": 60, "client_seconds": 67},
+             "bare": {"timed_seconds": 60, "train_seconds": 50, "process_seconds": 64}},
+            {"service": {"wall_seconds": 51, "train_seconds": 50, "client_seconds": 52},
+             "bare": {"timed_seconds": 50, "train_seconds": 50, "process_seconds": 54}}]
+    p = suite.pair_ratios(runs)
+    assert p["wall"]["values"] == pytest.approx([1.1, 1.1, 1.02])
+    assert p["wall"]["median"] == pytest.approx(1.1)
+    assert (p["wall"]["min"], p["wall"]["max"]) == pytest.approx((1.02, 1.1))
+    assert p["epochs"]["median"] == pytest.approx(1.0) and p["epochs"]["max"] == pytest.approx(1.2)
+    assert suite.overhead_pairs({"summary": {}, "runs": runs}) == p  # an old suite.json: recomputed
+
+
+def test_summarize_skips_missing(suite):
+    s = suite.summarize([1.0, None, float("nan"), 3.0])
+    assert s == {"values": [1.0, 3.0], "median": 2.0, "min": 1.0, "max": 3.0}
+    assert suite.summarize([])["median"] is None
+
+
+def test_read_history(suite, tmp_path):
+    path = tmp_path / "history.json"
+    assert suite.read_history(path) == []
+    path.write_text("[{\"epoch\": 1")
+    assert suite.read_history(path) == []
+    path.write_text(json.dumps(_hist(0.9)))
+    assert suite.read_history(path)[0]["epoch"] == 1
+
+
+def test_ceiling_summary_of_an_ensemble(suite):
+    hist = [{**e, "member": 1} for e in _hist(0.990, 0.9962)] + [{**e, "member": 2} for e in _hist(0.991, 0.9970)]
+    res = {"history": hist, "member_accuracies": [0.9962, 0.9970], "test_accuracy": 0.9976}
+    s = suite.ceiling_summary(res, seed=0)
+    assert [m["seed"] for m in s["members"]] == [0, 1]
+    assert [m["epochs"] for m in s["members"]] == [2, 2]
+    assert s["members"][1]["best_epoch"] == 2 and s["members"][1]["train_seconds"] == 120
+    assert s["member_median"] == pytest.approx(0.9966)
+    assert (s["member_min"], s["member_max"]) == (0.9962, 0.9970)
+    assert s["members_meeting_single_goal"] == 1
+    assert s["single_goal_met"] and s["ensemble_goal_met"]
+
+
+def test_ceiling_summary_of_one_model(suite):
+    s = suite.ceiling_summary({"history": _hist(0.99, 0.995), "member_accuracies": [], "test_accuracy": 0.995})
+    assert len(s["members"]) == 1 and s["members"][0]["test_accuracy"] == 0.995
+    assert not s["single_goal_met"] and not s["ensemble_goal_met"]
+
+
+def test_arg_value(suite):
+    assert suite.arg_value(["--train-size", "5000", "--test-size", "2000"], "--test-size") == "2000"
+    assert suite.arg_value(["--test-size"], "--test-size") is None
+    assert suite.arg_value([], "--test-size") is None
+
+
+def test_stamps(suite):
+    assert suite.git_label("abc1234", True) == "abc1234+changes"
+    assert suite.git_label("abc1234", False) == "abc1234"
+    assert suite.git_label(None, True) is None
+    line = suite.format_stamp({"ran_at": "2026-01-02 03:04 UTC", "git": "abc1234+changes", "quick": True,
+                               "repeats": 5}, {"seconds": 90})
+    assert "2026-01-02 03:04 UTC" in line and "abc1234+changes" in line and "5 repeats" in line
+    assert "1.5 min" in line and "Smoke run" in line
+    assert "took 42 s" in suite.format_stamp({"ran_at": "x", "git": "y"}, {"seconds": 42})
+    assert "not recorded" in suite.format_stamp(None)
+
+
+def test_kept_results_keep_the_others_and_backfill_stamps(suite):
+    doc = {"quick": False, "machine": {"date": "2026-01-01 00:00:00 UTC", "git_commit": "1234567", "git_dirty": False},
+           "results": {"overhead": {"summary": {}}, "tta": {"jobs": {}, "stamp": {"ran_at": "x", "git": "y"}},
+                       "queue": {"n": 1}},
+           "timings": {"overhead": {"seconds": 1}, "tta": {"seconds": 2}, "queue": {"seconds": 3}}}
+    results, timings = suite.kept_results(doc, ["queue", "ceiling"])
+    assert sorted(results) == ["overhead", "tta"] and sorted(timings) == ["overhead", "tta"]
+    assert results["overhead"]["stamp"]["git"] == "1234567" and results["overhead"]["stamp"]["from_run"]
+    assert results["tta"]["stamp"] == {"ran_at": "x", "git": "y"}  # its own stamp stays
+    assert suite.kept_results(None, ["queue"]) == ({}, {})
+
+
+def test_load_suite_json(suite, tmp_path):
+    assert suite.load_suite_json(tmp_path / "suite.json") is None
+    (tmp_path / "suite.json").write_text("{not json")
+    with pytest.raises(SystemExit):
+        suite.load_suite_json(tmp_path / "suite.json")
+
+
+def test_clean_json_still_strict(suite):
+    assert suite.clean_json({"a": math.nan, "b": [1.0, math.inf]}) == {"a": None, "b": [1.0, None]}
