@@ -74,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--png-size", type=int, default=28,
                    help="side of the written PNGs in pixels (28 = MNIST size; larger upsamples like a scan)")
     p.add_argument("--chunk-size", type=int, default=None, help="pass --chunk-size to digitq predict (default: its own)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="pass --jobs (client preprocessing processes) to digitq predict (default: its own)")
     p.add_argument("--warm-files", type=int, default=None,
                    help="files of the untimed warm-up `digitq predict` run (default: one full chunk + 100, so the "
                         "worker has loaded the model and run both a full and a partial chunk)")
@@ -221,6 +223,8 @@ def run_predict(folder: Path, ref: str, out_csv: Path, env: dict, args, home: Pa
     argv = digitq_argv() + ["predict", str(folder), "--model", ref, "-o", str(out_csv), "--json"]
     if args.chunk_size:
         argv += ["--chunk-size", str(args.chunk_size)]
+    if args.jobs is not None:
+        argv += ["--jobs", str(args.jobs)]
     offset = worker_log_offset(home)
     started = time.perf_counter()
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=args.timeout, stdin=subprocess.DEVNULL)

@@ -351,6 +351,16 @@ def test_recursive_includes_sub_folders_with_relative_paths(baseline, model, fol
     assert_same_rows([r for r in rows if r["path"] not in SUB_FILES], baseline.rows)
 
 
+def test_one_process_and_a_roundabout_folder_name_give_the_same_rows(baseline, model, folders, client_env, tmp_path):
+    """--jobs 1 preprocesses in the client itself (no pool); a FOLDER spelt `main/sub/..` still
+    gives paths relative to the folder, sub-folders included."""
+    ok(baseline.proc)
+    roundabout = f"{folders.main}/sub/.."
+    rows = rows_by_predict(roundabout, model.name, client_env, tmp_path / "j1.csv", "--jobs", "1", "--recursive")
+    assert [r["path"] for r in rows] == folders.recursive
+    assert_same_rows([r for r in rows if r["path"] not in SUB_FILES], baseline.rows)
+
+
 def test_small_chunks_give_the_same_rows(baseline, model, folders, client_env, tmp_path):
     ok(baseline.proc)
     paths = [r["path"] for r in baseline.rows]
