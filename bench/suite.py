@@ -7,7 +7,7 @@
     .venv/bin/python bench/suite.py --render-only        # redraw plots and report from <out>/suite.json
 
 Benchmarks (names for --only), in the order they run, with their length on 2 cores (a cnn epoch
-takes ~30-35 s here, a seed-cnn epoch ~66 s):
+takes ~21-40 s here, a seed-cnn epoch ~42-80 s):
 
   overhead  `digitq submit-train --wait --json --epochs 2` on a warm embedded stack vs
             bench/bare_keras.py (same model, recipe, split, batch, epochs) in a fresh process,
@@ -1549,7 +1549,7 @@ def render_report(suite: Suite, base: Path) -> str:
           ".venv/bin/python bench/suite.py --only ceiling   # rerun one benchmark; the others are kept from suite.json",
           ".venv/bin/python bench/suite.py --render-only    # redraw the plots and this file from suite.json",
           "```", "",
-          "Durations on 2 cores (a cnn epoch takes ~30-35 s here, a seed-cnn epoch ~66 s): `overhead` ~12 min",
+          "Durations on 2 cores (a cnn epoch takes ~21-40 s here, a seed-cnn epoch ~42-80 s): `overhead` ~12 min",
           "(`--overhead-repeats`, default 5 pairs of 2-epoch jobs, plus a cold start each); `tta` ~10-40 min (the",
           "cnn's 5 epochs, then the seed-cnn with `--epochs 30` (`--seed-epochs`), cancelled as soon as it reaches",
           "`--seed-target`, default 99.4%); `ceiling` ~1 h (`--ceiling-k` 5 models x `--ceiling-epochs` 20);",
