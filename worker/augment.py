@@ -53,8 +53,10 @@ def make_augmenter(kind: str, seed: int, affine: Affine = AFFINE) -> Callable | 
 
     def shift(images):
         n = tf.shape(images)[0]
-        offsets = rng.uniform((n, 2), -SHIFT_PIXELS, SHIFT_PIXELS + 1, dtype=tf.int32)
-        return _transform(images, _translation(tf.cast(offsets, tf.float32)), "NEAREST")
+        offsets = tf.cast(rng.uniform((n, 2), -SHIFT_PIXELS, SHIFT_PIXELS + 1, dtype=tf.int32), tf.float32)
+        still, unit = tf.zeros((n,)), tf.ones((n,))
+        return _transform(images, _inverse_affine(still, still, unit, offsets, images.shape[1], images.shape[2]),
+                          "NEAREST")
 
     def random_affine(images):
         n = tf.shape(images)[0]
@@ -67,15 +69,6 @@ def make_augmenter(kind: str, seed: int, affine: Affine = AFFINE) -> Callable | 
                           "BILINEAR")
 
     return shift if kind == "shift" else random_affine
-
-
-def _translation(offsets):
-    """Inverse maps (N x 8, TensorFlow's projective layout) of shifts by (dx, dy) pixels."""
-    import tensorflow as tf
-
-    n = tf.shape(offsets)[0]
-    ones, zeros = tf.ones((n,)), tf.zeros((n,))
-    return tf.stack([ones, zeros, -offsets[:, 0], zeros, ones, -offsets[:, 1], zeros, zeros], axis=1)
 
 
 def _inverse_affine(angle, shear, scale, offsets, height: int, width: int):
