@@ -93,15 +93,15 @@ class HistoryCallback(keras.callbacks.Callback):
     """Appends one entry per epoch to history.json (atomically), keeping the entries of earlier
     deliveries of the same job; the first epoch after a resume is marked `"resumed": true`.
 
-    With `test` (images, labels), each entry also gets the test accuracy after that epoch and
-    `train_elapsed`, the training seconds so far (the test pass itself not counted)."""
+    With `test` (a tf.data dataset of batched test images, their labels), each entry also gets
+    the test accuracy after that epoch and `train_elapsed`, the training seconds so far (the
+    test pass itself not counted)."""
 
-    def __init__(self, path: Path, train_images: int, test=None, predict_batch: int = 1024):
+    def __init__(self, path: Path, train_images: int, test=None):
         super().__init__()
         self.path = path
         self.train_images = train_images
         self.test = test
-        self.predict_batch = predict_batch
         self.entries: list = []
 
     def on_train_begin(self, logs=None):
@@ -126,7 +126,7 @@ class HistoryCallback(keras.callbacks.Callback):
         entry["train_elapsed"] = round(sum(e["seconds"] for e in self.entries) + seconds, 3)
         if self.test is not None:
             x, y = self.test
-            probs = self.model.predict(x, batch_size=self.predict_batch, verbose=0)
+            probs = self.model.predict(x, verbose=0)
             entry["test_accuracy"] = float((probs.argmax(axis=1) == y).mean())
         self.entries.append(entry)
         write_json(self.path, self.entries)

@@ -3,8 +3,9 @@ evaluate, save.
 
     result = train(request, job_id, settings)      # plain function; the Celery task wraps it
 
-Batch size is per replica: the global batch is batch_size x replicas (MirroredStrategy splits
-each global batch across the replicas and all-reduces the gradients). An ensemble trains its
+Batch size is per replica: the global batch is batch_size x replicas (with 2 or more devices,
+MirroredStrategy splits each global batch across the replicas and all-reduces the gradients).
+An ensemble trains its
 K members one after another, each in `member-<k>/` with its own backups, so a redelivered
 job skips the members already done; their test probabilities are averaged.
 """
@@ -104,11 +105,12 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
 
     augment = make_augmenter(hp.augment, request.seed)
     train_ds = data.make_tf_dataset(ds.train, global_batch, shuffle=request.shuffle, seed=request.seed,
-                                    augment=augment)
+                                    augment=augment, repeat=True)
     val_ds = data.make_tf_dataset(ds.val, global_batch) if len(ds.val) else None
-    track = (ds.test.x[..., None], ds.test.y) if request.track_test and ds.test is not None else None
-    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track,
-                                    predict_batch=PREDICT_BATCH * replicas)
+    has_test = ds.test is not None and len(ds.test) > 0
+    test_images = data.make_images_dataset(ds.test.x[..., None], PREDICT_BATCH * replicas) if has_test else None
+    track = (test_images, ds.test.y) if request.track_test and has_test else None
+    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track)
     callbacks = [
         cb.EpochAndBatchBackup(str(backup_dir), save_freq=request.save_every_batches or "epoch"),
         history_cb,
@@ -118,13 +120,13 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     if should_stop is not None:
         callbacks.append(cb.CancelCallback(should_stop))
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=request.epochs, callbacks=callbacks,
-                  shuffle=False, verbose=0)  # the tf.data pipeline shuffles (seeded)
+        model.fit(train_ds, validation_data=val_ds, epochs=request.epochs, steps_per_epoch=steps_per_epoch,
+                  callbacks=callbacks, shuffle=False, verbose=0)  # the tf.data pipeline shuffles (seeded)
         report({"phase": "evaluating"})
         probs = None
-        if ds.test is not None and len(ds.test):
+        if has_test:
             log.info("%s: evaluating on %d test images", label, len(ds.test))
-            probs = model.predict(ds.test.x[..., None], batch_size=PREDICT_BATCH * replicas, verbose=0)
+            probs = model.predict(test_images, verbose=0)
             np.save(folder / "test_probs.npy", probs.astype(np.float32))  # before model.keras marks it done
         # The saved model is for inference: uncompiled, so plain Keras loads it without digitq's
         # learning-rate schedule class (resuming uses backup/, not this file).
