@@ -15,7 +15,7 @@ test digits (written as real PNG files, dark ink on white, like scans):
 
 and reports (c)/(a) (goal >= 0.5) and (c)/(b) (goal >= 20), accuracies against the MNIST
 labels, and a small breakdown of where (c)'s time goes (client start-up, client-side
-`load_image` alone, the worker's busy time from its log).
+`load_images` alone, the worker's busy time from its log).
 
 Setup: a fresh DIGITQ_HOME (temp dir, or --home), DIGITQ_DATA_DIR = --data-dir, no
 DIGITQ_BROKER_URL (so the embedded redis-server + worker start), a model trained through
@@ -85,7 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-args", default="--epochs 1",
                    help="arguments of `digitq submit-train` (--json is added, and --name bench-predict unless given)")
     p.add_argument("--model-ref", default=None, help="reuse this registered model (NAME:VERSION, under --home) instead of training")
-    p.add_argument("--no-profile", action="store_true", help="skip the client-side load_image timing")
+    p.add_argument("--no-profile", action="store_true", help="skip the client-side load_images timing")
     p.add_argument("--keep", action="store_true", help="leave the embedded stack running and keep the temp folders")
     p.add_argument("--timeout", type=float, default=3600, help="seconds any one CLI call may take")
     args = p.parse_args(argv)
@@ -257,13 +257,14 @@ def csv_accuracy(out_csv: Path, labels: np.ndarray) -> dict:
 # --- in-process measurements ---------------------------------------------------------------------
 
 
-def profile_load_image(files: list[Path]) -> float:
-    """Seconds for digitq's client-side preprocessing alone (load_image over every file, one process)."""
-    from digitq.common.images import load_image
+def profile_load_image(files: list[Path], chunk: int) -> float:
+    """Seconds for digitq's client-side preprocessing alone, one process: `load_images` over every
+    file, a chunk at a time, as `digitq predict`'s preprocessing processes call it."""
+    from digitq.common.images import load_images
 
     started = time.perf_counter()
-    for p in files:
-        load_image(p)
+    for i in range(0, len(files), chunk):
+        load_images(files[i:i + chunk])
     return time.perf_counter() - started
 
 
@@ -418,8 +419,8 @@ def main(argv=None) -> int:
 
         load_image_seconds = float("nan")
         if not args.no_profile:
-            load_image_seconds = profile_load_image(files)
-            log(f"client load_image alone over {len(files)} files: {load_image_seconds:.2f} s")
+            load_image_seconds = profile_load_image(files, args.chunk_size or DEFAULT_CHUNK)
+            log(f"client load_images alone over {len(files)} files: {load_image_seconds:.2f} s")
 
         kmodel, tf_version, keras_version = load_keras_model(model["path"])
         machine.update(tensorflow=tf_version, keras=keras_version)
@@ -469,7 +470,7 @@ def main(argv=None) -> int:
                    "worker_busy_seconds": c_mid["worker_busy_seconds"], "worker_tasks": c_mid["worker_tasks"],
                    "parts": [
                        ("client start-up and exit (wall minus the CLI's own timer)", startup),
-                       (f"client load_image alone, 1 process, measured separately "
+                       (f"client load_images alone, 1 process, measured separately "
                         f"({load_image_seconds / len(files) * 1e6:,.0f} us/image)", load_image_seconds),
                        (f"worker busy in {c_mid['worker_tasks']} predict tasks (from worker.log)", c_mid["worker_busy_seconds"]),
                        ("bare Keras (a) on the same images, for scale", a_sec),

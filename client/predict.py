@@ -23,7 +23,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from digitq.common.errors import DataError, DigitqError, JobFailed
-from digitq.common.images import ImageError, iter_image_files, load_image
+from digitq.common.images import ImageError, iter_image_files, load_images
 from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK
 from digitq.common.registry import resolve_model
 
@@ -43,77 +43,88 @@ class Row:
     error: str | None
     pixels: np.ndarray | None = None  # the preprocessed 28 x 28 digit, only with keep_pixels (--gallery)
 
+    def values(self) -> list:
+        """The CSV_COLUMNS values in order ("" where there is none), as the CSV writes them."""
+        if self.probs is None:
+            return [self.path, "", "", self.error or ""] + [""] * 10
+        probs = [round(float(self.probs[i]), 6) for i in range(10)]
+        digit = _argmax(self.probs)
+        return [self.path, digit, probs[digit], self.error or ""] + probs
+
     def as_dict(self) -> dict:
-        d = {"path": self.path, "digit": "", "confidence": "", "error": self.error or ""}
-        if self.probs is not None:
-            digit = int(np.argmax(self.probs))
-            d.update(digit=digit, confidence=round(float(self.probs[digit]), 6))
-        for i in range(10):
-            d[f"p{i}"] = round(float(self.probs[i]), 6) if self.probs is not None else ""
-        return d
+        return dict(zip(CSV_COLUMNS, self.values()))
+
+
+def _argmax(values: list) -> int:
+    """int(np.argmax(values)) of a short list of floats, without NumPy's per-call cost (a few us a row)."""
+    total = sum(values)
+    if total != total:  # a NaN (or inf - inf): np.argmax's own rules for it
+        return int(np.argmax(values))
+    return values.index(max(values))  # the first of equal maxima, as np.argmax
 
 
 def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list, bytes, int]:
     """Relative names, per-file errors (None when fine), packed pixels of the good ones, their count."""
-    names, errors, buf = [], [], bytearray()
+    names, errors, digits = [], [], []
     prefix = os.path.join(str(folder), "")
-    for p in paths:
+    for p, digit in zip(paths, load_images(paths)):
         path = str(p)
         # The listing joined these paths onto `folder`: cutting the prefix gives relpath's answer
         # without its two abspath calls (a few us a file).
         names.append(path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, folder))
-        try:
-            buf += load_image(p).tobytes()
+        if isinstance(digit, ImageError):
+            errors.append(str(digit))
+        else:
+            digits.append(digit)
             errors.append(None)
-        except ImageError as exc:
-            errors.append(str(exc))
-    return names, errors, bytes(buf), len(buf) // 784
+    return names, errors, b"".join(d.tobytes() for d in digits), len(digits)
 
 
 def predict_folder(client, folder: str, model: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
                    remote: bool = False, window: int = DEFAULT_WINDOW,
                    on_total: Callable[[int], None] | None = None, timeout: float = 3600,
-                   batch_id: str | None = None, jobs: int = 0, keep_pixels: bool = False) -> Iterator[Row]:
+                   batch_id: str | None = None, jobs: int = 0, keep_pixels: bool = False,
+                   prefetch: _Pipeline | None = None) -> Iterator[Row]:
     """Yield a Row per file of `folder`, in sorted file order. `batch_id` names the run in
     `digitq jobs`; its chunks are tasks `<batch_id>-000000`, `-000001`, ... `jobs` processes
     preprocess images (0: one per CPU core, at most 4). With `keep_pixels` each classified Row
-    also carries its preprocessed 28 x 28 digit (not with `remote`: workers read those files)."""
-    if not 1 <= chunk_size <= 5000:
-        raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
-    if keep_pixels and remote:
-        raise DigitqError("with --remote the workers read the images, so there are no pixels here to keep")
-    if jobs < 0:
-        raise DigitqError(f"--jobs must be 0 (automatic) or more, got {jobs}")
-    record = resolve_model(client.redis, model)  # unknown model: fail before any work
-    ref = f"{record['name']}:{record['version']}"
-    batch_id = batch_id or uuid.uuid4().hex
-    jobs = jobs or min(4, os.cpu_count() or 1)
-    if remote:
-        listing = _call(client, LIST_TASK, {"folder": folder, "recursive": recursive}, f"{batch_id}-list", timeout)
-        base, files = listing["folder"], listing["files"]
-    else:
-        root = Path(folder).expanduser()
-        if not root.exists():
-            raise DataError(f"folder {folder} does not exist")
-        if not root.is_dir():
-            raise DataError(f"{folder} is not a folder")
-        base, files = str(root), list(iter_image_files(root, recursive=recursive))
-    if not files:
-        raise DataError(f"folder {folder} holds no files")
-    if on_total:
-        on_total(len(files))
-    client.record_job(batch_id, "predict", record["name"], {"folder": str(folder), "model": ref, "files": len(files)})
-
-    chunks = (files[i:i + chunk_size] for i in range(0, len(files), chunk_size))
-    pipeline = _Pipeline(client, ref, base, remote, batch_id, jobs)
+    also carries its preprocessed 28 x 28 digit (not with `remote`: workers read those files).
+    `prefetch` is what `prefetch_folder` started with the same arguments (else it is dropped)."""
+    pipeline = prefetch
     try:
-        for part in itertools.islice(chunks, window):
-            pipeline.add(part)
+        if not 1 <= chunk_size <= 5000:
+            raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
+        if keep_pixels and remote:
+            raise DigitqError("with --remote the workers read the images, so there are no pixels here to keep")
+        if jobs < 0:
+            raise DigitqError(f"--jobs must be 0 (automatic) or more, got {jobs}")
+        record = resolve_model(client.redis, model)  # unknown model: fail before any work
+        ref = f"{record['name']}:{record['version']}"
+        batch_id = batch_id or uuid.uuid4().hex
+        jobs = _process_count(jobs)
+        if pipeline is not None and (remote or pipeline.key != (folder, recursive, chunk_size, window, jobs, batch_id)):
+            pipeline.close()
+            pipeline = None
+        if remote:
+            listing = _call(client, LIST_TASK, {"folder": folder, "recursive": recursive}, f"{batch_id}-list", timeout)
+            base, files = listing["folder"], listing["files"]
+        elif pipeline is not None:
+            base, files = pipeline.base, pipeline.files
+        else:
+            base, files = _list_local(folder, recursive)
+        if not files:
+            raise DataError(f"folder {folder} holds no files")
+        if on_total:
+            on_total(len(files))
+        client.record_job(batch_id, "predict", record["name"], {"folder": str(folder), "model": ref, "files": len(files)})
+
+        if pipeline is None:
+            pipeline = _Pipeline(base, remote, batch_id, jobs)
+            pipeline.fill(files, chunk_size, window)
+        pipeline.client, pipeline.ref = client, ref
         while pipeline.entries:
             names, errors, result, pixels = pipeline.next_result(timeout)
-            nxt = next(chunks, None)
-            if nxt is not None:
-                pipeline.add(nxt)  # keep the window full while this chunk's rows are written
+            pipeline.add_next()  # keep the window full while this chunk's rows are written
             probs, remote_errors = iter(result["probs"]), iter(result["errors"])
             digits = iter(np.frombuffer(pixels, np.uint8).reshape(-1, 28, 28)) if keep_pixels else None
             for name, err in zip(names, errors):
@@ -122,15 +133,60 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
                 else:
                     yield Row(name, next(probs), next(remote_errors), next(digits) if digits is not None else None)
     finally:
-        pipeline.close()
+        if pipeline is not None:
+            pipeline.close()
+
+
+def prefetch_folder(folder: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
+                    window: int = DEFAULT_WINDOW, batch_id: str | None = None, jobs: int = 0) -> _Pipeline | None:
+    """Start preprocessing a local folder's first `window` chunks before the client connects, so
+    that its start-up (importing Celery and redis, reaching the broker: a few tenths of a
+    second on one core) overlaps that work; pass the result to `predict_folder` and close it if
+    you don't. None when there is nothing to start early: bad options, one process, or a
+    folder that `predict_folder` will report as missing or empty (it checks the model first)."""
+    if not 1 <= chunk_size <= 5000 or jobs < 0 or not batch_id:
+        return None
+    processes = _process_count(jobs)
+    if processes < 2:
+        return None
+    try:
+        base, files = _list_local(folder, recursive)
+    except DigitqError:
+        return None
+    if not files:
+        return None
+    pipeline = _Pipeline(base, False, batch_id, processes)
+    pipeline.key = (folder, recursive, chunk_size, window, processes, batch_id)
+    pipeline.fill(files, chunk_size, window)
+    return pipeline
+
+
+def _process_count(jobs: int) -> int:
+    """--jobs: preprocessing processes, 0 meaning one per CPU core, at most 4."""
+    return jobs or min(4, os.cpu_count() or 1)
+
+
+def _list_local(folder: str, recursive: bool) -> tuple[str, list[Path]]:
+    """The folder (with ~ expanded) and its candidate files; DataError if it is not a folder."""
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise DataError(f"folder {folder} does not exist")
+    if not root.is_dir():
+        raise DataError(f"{folder} is not a folder")
+    return str(root), list(iter_image_files(root, recursive=recursive))
 
 
 class _Pipeline:
     """Chunks in flight, in file order: preprocessed in a process pool (local mode), sent to
-    the queue as soon as their pixels are ready, and read back in order."""
+    the queue as soon as their pixels are ready (once `client` and `ref` are set), and read
+    back in order."""
 
-    def __init__(self, client, ref: str, base: str, remote: bool, batch_id: str, jobs: int):
-        self.client, self.ref, self.base, self.remote, self.batch_id = client, ref, base, remote, batch_id
+    def __init__(self, base: str, remote: bool, batch_id: str, jobs: int):
+        self.client, self.ref = None, None
+        self.base, self.remote, self.batch_id = base, remote, batch_id
+        self.key: tuple | None = None
+        self.files: list = []
+        self.chunks: Iterator[list] = iter(())
         self.pool = None
         if not remote and jobs > 1:
             import multiprocessing
@@ -140,6 +196,19 @@ class _Pipeline:
             self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"))
         self.entries: deque = deque()
         self.count = 0
+
+    def fill(self, files: list, chunk_size: int, window: int) -> None:
+        """Split `files` into chunks and start the first `window` of them."""
+        self.files = files
+        self.chunks = (files[i:i + chunk_size] for i in range(0, len(files), chunk_size))
+        for part in itertools.islice(self.chunks, window):
+            self.add(part)
+
+    def add_next(self) -> None:
+        """Start the next chunk, if any is left."""
+        part = next(self.chunks, None)
+        if part is not None:
+            self.add(part)
 
     def add(self, part: list) -> None:
         entry = {"task_id": f"{self.batch_id}-{self.count:06d}", "sent": False}
@@ -214,21 +283,21 @@ class RowWriter:
                 raise DigitqError(f"output {path} is a folder; give a file name")
             self.tmp = target.with_name(f".{target.name}.partial")
             self.f = open(self.tmp, "w", newline="")
-        self.csv = csv.DictWriter(self.f, CSV_COLUMNS) if fmt == "csv" else None
+        self.csv = csv.writer(self.f) if fmt == "csv" else None  # DictWriter's output, without its dict per row
         if self.csv:
-            self.csv.writeheader()
+            self.csv.writerow(CSV_COLUMNS)
         self.classified = 0
         self.failed = 0
 
     def write(self, row: Row) -> None:
-        d = row.as_dict()
         if row.probs is not None:
             self.classified += 1
         else:
             self.failed += 1
         if self.csv:
-            self.csv.writerow(d)
+            self.csv.writerow(row.values())
         else:
+            d = row.as_dict()
             self.f.write(json.dumps({k: (v if v != "" else None) for k, v in d.items()}) + "\n")
 
     def close(self, keep: bool = True) -> None:

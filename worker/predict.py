@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from digitq.common.errors import DataError, DigitqError, NoSuchModel
-from digitq.common.images import ImageError, iter_image_files, load_image
+from digitq.common.images import ImageError, iter_image_files, load_images
 from digitq.common.paths import resolve_within
 from digitq.common.registry import resolve_model
 from digitq.common.schemas import PIXELS_PER_IMAGE, EvaluateRequest, PredictRequest
@@ -107,14 +107,22 @@ def run_predict_chunk(payload, settings: Settings, r) -> dict:
         errors = [None] * req.count
     else:
         folder = resolve_within(req.folder, [settings.data_dir, settings.home], base=settings.data_dir)
-        images, errors = [], []
+        errors, paths = [], []
         for rel in req.paths:
             try:
-                path = resolve_within(rel, [folder], base=folder)
-                images.append(load_image(path))
+                paths.append(resolve_within(rel, [folder], base=folder))
                 errors.append(None)
-            except (ImageError, DigitqError) as exc:
+            except DigitqError as exc:
                 errors.append(str(exc))
+        digits = iter(load_images(paths))
+        images = []
+        for i, err in enumerate(errors):
+            if err is None:
+                digit = next(digits)
+                if isinstance(digit, ImageError):
+                    errors[i] = str(digit)
+                else:
+                    images.append(digit)
         pixels = np.stack(images) if images else np.zeros((0, 28, 28), np.uint8)
     probs = predict_pixels(settings, record, pixels)
     from digitq.worker import prometheus

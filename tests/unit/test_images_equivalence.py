@@ -260,3 +260,90 @@ def test_property_blocks_count_levels_and_apply_tables_like_numpy(pixels, block_
 @given(st.lists(st.integers(0, 10**9), min_size=1, max_size=200), st.floats(0, 10**11))
 def test_property_first_beyond_is_argmax_of_the_running_total(sums, allowance):
     assert images._first_beyond(sums, allowance) == int(np.argmax(np.cumsum(sums) > allowance))
+
+
+# --- load_images (a chunk at once) against load_image (one file at a time) -------------------
+
+
+def single_outcomes(paths) -> list:
+    out = []
+    for path in paths:
+        try:
+            out.append(load_image(path))
+        except ImageError as exc:
+            out.append(str(exc))
+    return out
+
+
+def assert_batch_matches_single(paths) -> None:
+    got = images.load_images(paths)
+    expected = single_outcomes(paths)
+    assert len(got) == len(expected)
+    for path, g, e in zip(paths, got, expected):
+        if isinstance(e, str):
+            assert isinstance(g, ImageError) and str(g) == e, path
+        else:
+            assert isinstance(g, np.ndarray) and g.dtype == np.uint8 and np.array_equal(g, e), path
+
+
+def test_load_images_matches_load_image_on_mnist_pngs_and_junk(mnist, tmp_path):
+    """The benchmark's files, with bad files, blank sheets, other sizes and modes in between:
+    the stacked steps give every file what the one-file path gives, in order."""
+    rng = np.random.default_rng(2)
+    paths = []
+    for index, digit in enumerate(mnist[:1500]):
+        path = tmp_path / f"{index:05d}.png"
+        kind = index % 50
+        if kind == 7:
+            path.write_bytes(b"")  # empty file
+        elif kind == 11:
+            path.write_text("not an image")
+        elif kind == 13:
+            Image.new("L", (28, 28), 255).save(path)  # blank: no ink
+        elif kind == 17:
+            Image.fromarray(255 - digit).resize((90, 70)).save(path)  # too big to stack
+        elif kind == 19:
+            Image.fromarray(digit).convert("RGBA").save(path)
+        elif kind == 23:
+            Image.fromarray(255 - digit).resize((40, 40)).save(path)  # another stack
+        elif kind == 29:
+            buffer = io.BytesIO()
+            Image.fromarray(255 - digit).save(buffer, "PNG")
+            path.write_bytes(buffer.getvalue()[:60])  # truncated
+        elif kind == 31:
+            speck = np.full((28, 28), 250, np.uint8)
+            speck[rng.integers(0, 28), rng.integers(0, 28)] = int(rng.integers(0, 256))
+            Image.fromarray(speck).save(path)
+        else:
+            Image.fromarray(255 - digit if kind % 2 else digit).save(path)
+        paths.append(path)
+    paths.append(tmp_path / "missing.png")
+    assert_batch_matches_single(paths)
+
+
+def test_load_images_in_small_stacks(monkeypatch, mnist, tmp_path):
+    """Stacks are processed as they fill up (BLOCK_PIXELS in all): many small ones agree too."""
+    monkeypatch.setattr(images, "BLOCK_PIXELS", 784 * 3)
+    paths = []
+    for index, digit in enumerate(mnist[:40]):
+        path = tmp_path / f"{index:05d}.png"
+        Image.fromarray(255 - digit).save(path)
+        paths.append(path)
+    assert_batch_matches_single(paths)
+    assert images.load_images([]) == []
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(hnp.arrays(np.uint8, st.sampled_from([(1, 1), (1, 5), (5, 1), (3, 4), (6, 6), (28, 28)])),
+                min_size=1, max_size=12))
+def test_property_load_images_matches_load_image_on_junk(tmp_path, arrays):
+    """Arbitrary pixels, several images of each size in one call: the stacked steps agree with
+    the one-image steps, blank and one-pixel images included."""
+    folder = tmp_path / str(abs(hash(tuple(a.tobytes() for a in arrays))))
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for index, pixels in enumerate(arrays):
+        path = folder / f"{index:03d}.png"
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    assert_batch_matches_single(paths)
