@@ -99,6 +99,20 @@ def message_payload(args: tuple, kwargs: dict, limit: int) -> dict:
     return args[0]
 
 
+def delivery_tag_of(task_id: str) -> str | None:
+    """The broker's delivery tag of the message this worker runs as `task_id` (what the lease
+    refreshes in kombu's unacked index). Celery's task context does not carry it: its
+    `delivery_info` holds exchange, routing key, priority and redelivered only; the worker's
+    request objects do."""
+    from celery.worker import state
+
+    for req in [*state.active_requests, *state.reserved_requests]:
+        if req.id == task_id:
+            return getattr(req.message, "delivery_tag", None)
+    log.warning("no delivery tag for job %s: a run longer than the visibility timeout will be redelivered", task_id)
+    return None
+
+
 def _run(task, fn, args: tuple, kwargs: dict):
     """Call fn(payload); map cancellation to REVOKED and unexpected errors to a one-line JobError."""
     job_id = task.request.id
@@ -128,7 +142,7 @@ def train_task(self, *args, **kwargs):
         except Exception as exc:  # a broker blip must not kill the training; the next report retries
             log.warning("progress report failed: %s", exc)
 
-    tag = (self.request.delivery_info or {}).get("delivery_tag")
+    tag = delivery_tag_of(self.request.id)
     return _run(self, lambda request: jobs.run_train_job(self.request.id, request, settings, redis_client, report,
                                                          owner=WORKER_ID, delivery_tag=tag), args, kwargs)
 

@@ -83,6 +83,22 @@ def stack(redis_server, tmp_path, data_dir, monkeypatch):
         w.kill()
 
 
+def test_a_running_job_keeps_its_message_from_being_redelivered(stack):
+    """The lease heartbeat refreshes the job's message in kombu's unacked index (score = when
+    it was taken): without that, Redis would hand a job running longer than the visibility
+    timeout to another worker, which drops it as a duplicate, and the job is lost if its
+    worker then dies."""
+    stack.start("w1")
+    job = stack.client.submit_train(job_request("fault0", epochs=6))
+    r = stack.redis.client()
+    wait_for(lambda: r.zcard("unacked_index") == 1 and r.exists(lease_key(job)), 120, "the job to start")
+    (_, taken), = r.zrange("unacked_index", 0, -1, withscores=True)
+    wait_for(lambda: any(score > taken + 1 for _, score in r.zrange("unacked_index", 0, -1, withscores=True)),
+             30, "the heartbeat to refresh the job's message")
+    assert stack.client.wait(job, timeout=300)["state"] == "SUCCESS"
+    assert r.zcard("unacked_index") == 0  # acked at the end
+
+
 def test_killed_worker_job_finishes_on_another_from_its_backup(stack):
     w1, w2 = stack.start("w1"), stack.start("w2")
     job = stack.client.submit_train(job_request("fault1"))
