@@ -19,8 +19,8 @@ history, test accuracy, and the versions of TensorFlow and Keras. The service's 
 is compared with `timed_seconds` = fit + eval + save.
 
 --strategy none (default) is what a user's script does: no tf.distribute. --strategy mirrored
-uses digitq's own device set-up (DIGITQ_CPU_REPLICAS logical CPU devices, MirroredStrategy),
-as the worker does, so replicas 1 and 2 run the same code path.
+uses digitq's own device set-up (DIGITQ_CPU_REPLICAS logical CPU devices) and strategy, as the
+worker does: MirroredStrategy with 2 or more devices, TensorFlow's default strategy with one.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
     p.add_argument("--strategy", choices=("none", "mirrored"), default="none",
-                   help="none: plain Keras; mirrored: digitq's MirroredStrategy over DIGITQ_CPU_REPLICAS devices")
+                   help="none: plain Keras; mirrored: digitq's strategy over DIGITQ_CPU_REPLICAS devices (as the worker)")
     p.add_argument("--steady", action="store_true",
                    help="also time the first epoch's batches after a warm-up (steady-state images/s); adds a "
                         "per-batch callback, so leave it off when comparing with the service")

@@ -1158,7 +1158,7 @@ class Suite:
         a = self.args
         test = "500" if a.quick else "1000"
         common = ["--epochs", "1", "--train-size", str(a.scale_images), "--validation-size", "0", "--test-size", test]
-        # (1) replicas: the bare helper with digitq's MirroredStrategy over 1 or 2 logical CPU devices.
+        # (1) replicas: the bare helper with digitq's strategy over 1 or 2 logical CPU devices.
         replicas = {1: [], 2: []}
         for i in range(a.repeats):
             for k in ((1, 2) if i % 2 == 0 else (2, 1)):
@@ -1944,7 +1944,9 @@ def _section_queue(suite: Suite, res: dict) -> list[str]:
 def _section_scaling(suite: Suite, res: dict) -> list[str]:
     rep, wk = res["replicas"], res["workers"]
     cores = suite.machine["usable_cpus"]
-    L = [f"**Replicas.** `bench/bare_keras.py --strategy mirrored` (digitq's own device set-up and MirroredStrategy)",
+    L = [f"**Replicas.** `bench/bare_keras.py --strategy mirrored` (digitq's own device set-up and strategy: "
+         "MirroredStrategy for 2 replicas; for 1, MirroredStrategy too in runs before git f121a83, TensorFlow's "
+         "default strategy since)",
          f"in a fresh process with `DIGITQ_CPU_REPLICAS=1` and `=2`: 1 epoch of the default cnn on "
          f"{res['train_images']:,} images (no validation, {res['test_images']:,} test). Batch size is per replica, so 2",
          "replicas use twice the global batch (and half the steps), as the service does. Steady = the first epoch's",
