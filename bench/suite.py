@@ -1852,7 +1852,9 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
     sm, ev, reg = res["summary"], res["evaluate"], res.get("registry") or {}
     k, e = res["k"], res["epochs"]
     reused = res.get("reused")
-    command = (f"`digitq submit-train --augment --ensemble {k} --epochs {e} --track-test`, job {reused['job_id']}, "
+    images = (f" --validation-size 0" if res.get("train_images") == 60_000 else "")
+    command = (f"`digitq submit-train --augment --ensemble {k} --epochs {e} --track-test{images}`, "
+               f"job {reused['job_id']}, "
                f"finished {reused['finished']} and reused here with `--ceiling-job`" if reused else
                f"`digitq submit-train {' '.join(res['argv'])} --wait --json`")
     L = [f"One service job, {command}: {k} models trained one after",
