@@ -81,7 +81,7 @@ def make_strategy(settings: Settings):
     """A MirroredStrategy over every GPU this worker owns, else over the (logical) CPU devices.
 
     With one device it is TensorFlow's default strategy instead: a one-device MirroredStrategy
-    adds nothing but its costs (here 30-40% slower 2-epoch MNIST runs, from the slow iterator
+    adds nothing but its costs (here 25-35% slower 2-epoch MNIST runs, from the slow iterator
     teardown of its distributed datasets: see data._options).
     """
     import tensorflow as tf

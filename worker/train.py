@@ -5,9 +5,9 @@ evaluate, save.
 
 Batch size is per replica: the global batch is batch_size x replicas (with 2 or more devices,
 MirroredStrategy splits each global batch across the replicas and all-reduces the gradients).
-An ensemble trains its
-K members one after another, each in `member-<k>/` with its own backups, so a redelivered
-job skips the members already done; their test probabilities are averaged.
+An ensemble trains its K members one after another, each in `member-<k>/` with its own
+backups, so a redelivered job skips the members already done; their test probabilities are
+averaged.
 """
 
 from __future__ import annotations
