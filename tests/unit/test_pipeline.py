@@ -1,8 +1,8 @@
 """The training input pipeline and the strategy choice, on real MNIST images.
 
 The service trains on one endless dataset (`repeat=True` with `steps_per_epoch`) with tf.data
-autotuning off, and uses MirroredStrategy only with 2 or more devices: a new autotuned
-iterator per epoch, or a one-device MirroredStrategy, stalled epochs for 8-28 s here.
+autotuning off, and uses MirroredStrategy only with 2 or more devices: tf.data iterator
+teardown stalled training for 8-28 s here, mostly under a one-device MirroredStrategy.
 
 TensorFlow runs in subprocesses (pytest's own process must not import it: other tests fork
 workers); they print JSON and the tests below check it.
