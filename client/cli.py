@@ -135,6 +135,7 @@ def submit_train(
     label_smoothing: Annotated[Optional[float], typer.Option(help="Label smoothing, 0 to 0.5. [default: the architecture's]")] = None,
     save_every: Annotated[int, typer.Option(help="Back up every N batches as well as every epoch (0 = epochs only).")] = 0,
     augment: Annotated[Optional[bool], typer.Option("--augment/--no-augment", help="Random affine augmentation (rotation, shear, zoom, shift), or none at all. [default: the architecture's: random shifts for cnn, none for the others]")] = None,
+    elastic: Annotated[bool, typer.Option("--elastic", help="With --augment: add an elastic distortion (Simard et al. 2003: smooth random displacements, RMS ~1.1 px) to the affine transform, in the same resampling.")] = False,
     ensemble: Annotated[int, typer.Option(help="Train K models (seeds seed..seed+K-1) as one job; predictions are averaged.")] = 1,
     precision: Annotated[str, typer.Option(help="float32, or mixed (mixed_float16 with loss scaling; GPUs only, ignored with a warning on CPUs).")] = "float32",
     jit: Annotated[bool, typer.Option("--jit", help="XLA compilation (GPUs only, ignored with a warning on CPUs).")] = False,
@@ -144,6 +145,8 @@ def submit_train(
     timeout: Annotated[Optional[float], typer.Option(help="With --wait: give up waiting after this many seconds.")] = None,
 ):
     """Submit a training job; print its id, or with --wait its result."""
+    if elastic and augment is False:
+        raise InvalidRequest("--elastic adds to --augment's transform; it cannot go with --no-augment")
     channels = None
     if conv_channels is not None:
         try:
@@ -154,7 +157,8 @@ def submit_train(
                   conv_channels=channels, dense_units=dense_units, seed=seed, name=name, validation_size=validation_size,
                   train_size=train_size, test_size=test_size, standardize=standardize, shuffle=shuffle,
                   schedule=schedule, label_smoothing=label_smoothing, save_every_batches=save_every,
-                  augment=None if augment is None else ("affine" if augment else "none"), ensemble=ensemble,
+                  augment="elastic" if elastic else (None if augment is None else ("affine" if augment else "none")),
+                  ensemble=ensemble,
                   precision=precision, jit=jit, track_test=track_test)
     if dataset != "mnist":
         fields["dataset"] = os.path.abspath(os.path.expanduser(dataset))

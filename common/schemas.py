@@ -18,7 +18,7 @@ ARCHITECTURES = ("cnn", "seed-cnn", "mlp")
 """Model architectures by name; see worker/model.py."""
 
 SCHEDULES = ("onecycle", "constant")
-AUGMENTATIONS = ("none", "shift", "affine")
+AUGMENTATIONS = ("none", "shift", "affine", "elastic")
 PRECISIONS = ("float32", "mixed")
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -142,7 +142,7 @@ class TrainRequest(_Validated):
     label_smoothing: float | None = _spec(None, float, 0.0, 0.5, optional=True, doc="label smoothing")
     save_every_batches: int = _spec(0, int, 0, 10**6, doc="back up every N batches too (0 = each epoch only)")
     augment: str | None = _spec(None, str, choices=AUGMENTATIONS, optional=True,
-                                doc="none, shift or affine (rotation, shear, zoom, shift)")
+                                doc="none, shift, affine (rotation, shear, zoom, shift) or elastic (affine + elastic distortion)")
     ensemble: int = _spec(1, int, 1, 16, doc="train K models (seeds seed..seed+K-1) and average them")
     track_test: bool = _spec(False, bool, doc="also score the test set after every epoch (for time-to-accuracy)")
     precision: str = _spec("float32", str, choices=PRECISIONS, doc="mixed = mixed_float16 on GPUs")

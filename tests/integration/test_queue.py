@@ -52,6 +52,7 @@ def test_train_job_through_the_queue(shared_worker, client_env):
         (["--lr", "-0.1"], "learning_rate must be > 0"),
         (["--conv-channels", "32,x"], "--conv-channels takes whole numbers"),
         (["--name", "a/b"], "invalid model name"),
+        (["--elastic", "--no-augment"], "--elastic adds to --augment's transform"),
     ],
 )
 def test_bad_parameters_fail_at_once_with_one_line(args, fragment, client_env):

@@ -136,7 +136,7 @@ def test_augmented_ensemble_averages_its_members_and_registers_as_one_model(env,
         from digitq.worker.data import load_mnist
         from digitq.worker.train import train
         r = TrainRequest.from_dict({"epochs": 1, "train_size": 2000, "validation_size": 200, "test_size": 400,
-                                    "batch_size": 32, "augment": "affine", "ensemble": 2})
+                                    "batch_size": 32, "augment": "elastic", "ensemble": 2})
         res = train(r, "job-e", load_settings()).to_dict()
         m = load_mnist(load_settings())
         x, y = m["test_images"][:400, :, :, None], m["test_labels"][:400]
