@@ -43,6 +43,15 @@ def worker_key(node: str) -> str:
     return WORKER_KEY_PREFIX + node
 
 
+PIXELS_KEY_PREFIX = KEY_PREFIX + "pixels:"
+
+
+def pixels_key(task_id: str) -> str:
+    """One predict chunk's raw pixels (count x 784 bytes), stored by the client beside the task
+    message (which names the key) and deleted by the client once it has the chunk's result."""
+    return PIXELS_KEY_PREFIX + task_id
+
+
 def lease_key(job_id: str) -> str:
     """Held (with a TTL renewed by a heartbeat) by the one worker running a job."""
     return f"{KEY_PREFIX}lease:{job_id}"

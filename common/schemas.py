@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from digitq.common.errors import InvalidRequest
+from digitq.common.names import PIXELS_KEY_PREFIX
 
 ARCHITECTURES = ("cnn", "seed-cnn", "mlp")
 """Model architectures by name; see worker/model.py."""
@@ -202,6 +203,8 @@ class PredictRequest(_Validated):
     model: str = _spec("digits", str, doc="NAME or NAME:VERSION")
     pixels: str | None = _spec(None, str, optional=True, max_chars=4 * (MAX_CHUNK_IMAGES * 784 + 2) // 3 + 4,
                                doc="base64 of count x 784 uint8 (MNIST-style)")
+    pixels_key: str | None = _spec(None, str, optional=True, max_chars=200,
+                                   doc="a Redis key (digitq:pixels:...) holding count x 784 raw bytes instead")
     count: int = _spec(0, int, 0, MAX_CHUNK_IMAGES, doc="images in pixels")
     folder: str | None = _spec(None, str, optional=True, doc="--remote: a folder below the worker's roots")
     paths: list | None = _spec(None, list, optional=True, item=str, max_len=MAX_CHUNK_IMAGES,
@@ -209,8 +212,10 @@ class PredictRequest(_Validated):
 
     def check(self) -> None:
         super().check()
-        if (self.pixels is None) == (self.paths is None):
-            raise InvalidRequest("a predict request carries either pixels or paths")
+        if [self.pixels, self.pixels_key, self.paths].count(None) != 2:
+            raise InvalidRequest("a predict request carries one of pixels, pixels_key or paths")
+        if self.pixels_key is not None and not self.pixels_key.startswith(PIXELS_KEY_PREFIX):
+            raise InvalidRequest(f"pixels_key must start with {PIXELS_KEY_PREFIX!r}")
         if self.paths is not None and self.folder is None:
             raise InvalidRequest("paths need a folder")
         if self.pixels is not None and len(self.pixels) != 4 * ((self.count * PIXELS_PER_IMAGE + 2) // 3):

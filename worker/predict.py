@@ -98,11 +98,26 @@ def decode_pixels(b64: str, count: int) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(count, 28, 28)
 
 
+def fetch_pixels(r, key: str, count: int) -> np.ndarray:
+    """A chunk's raw pixels from Redis, where the client put them beside the task message (raw
+    bytes: no base64 and JSON on either side, ~0.3 CPU-s per 10,000 images in all)."""
+    raw = r.get(key)
+    if raw is None:
+        raise DataError(f"the chunk's pixels ({key}) are gone from Redis: the client that sent it gave up, "
+                        "or they expired")
+    if len(raw) != count * PIXELS_PER_IMAGE:
+        raise DigitqError(f"{key} holds {len(raw)} bytes, expected {count} x {PIXELS_PER_IMAGE}")
+    return np.frombuffer(raw, np.uint8).reshape(count, 28, 28)
+
+
 def run_predict_chunk(payload, settings: Settings, r) -> dict:
     """One chunk: {"model": "name:version", "probs": [[10 floats] | null], "errors": [str | null]}."""
     req = PredictRequest.from_dict(payload)
     record = resolve_model(r, req.model)
-    if req.pixels is not None:
+    if req.pixels_key is not None:
+        pixels = fetch_pixels(r, req.pixels_key, req.count)
+        errors = [None] * req.count
+    elif req.pixels is not None:
         pixels = decode_pixels(req.pixels, req.count)
         errors = [None] * req.count
     else:

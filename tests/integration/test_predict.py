@@ -25,8 +25,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import redis
 from PIL import Image
 
+from digitq.client.api import Client
+from digitq.common.errors import DigitqError
+from digitq.common.names import PIXELS_KEY_PREFIX, PREDICT_QUEUE, PREDICT_TASK
 from tests.processes import run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -368,6 +372,43 @@ def test_small_chunks_give_the_same_rows(baseline, model, folders, client_env, t
     assert any(all(p in JUNK for p in c) for c in chunks)  # the layout has a chunk with nothing to classify
     rows = rows_by_predict(folders.main, model.name, client_env, tmp_path / "c7.csv", "--chunk-size", "7")
     assert_same_rows(rows, baseline.rows)
+
+
+def test_no_chunk_pixels_stay_in_redis_after_a_run(baseline, module_env):
+    ok(baseline.proc)
+    r = redis.Redis.from_url(module_env["DIGITQ_BROKER_URL"])
+    assert list(r.scan_iter(PIXELS_KEY_PREFIX + "*")) == []  # the client deleted each chunk's once read
+
+
+def test_inline_base64_pixels_still_work_and_match(model, mnist, module_env):
+    """Clients from before the pixels moved beside the message (a rolling upgrade) send them inline."""
+    import base64
+
+    client = Client(module_env["DIGITQ_BROKER_URL"])
+    raw = mnist[0][:3].tobytes()
+    key, ids = PIXELS_KEY_PREFIX + f"match-{uuid.uuid4().hex[:8]}", [uuid.uuid4().hex for _ in range(2)]
+    client.redis.set(key, raw, ex=120)
+    for task_id, payload in zip(ids, ({"pixels_key": key}, {"pixels": base64.b64encode(raw).decode()})):
+        client.app.send_task(PREDICT_TASK, args=[{"model": f"{model.name}:1", "count": 3, **payload}],
+                             task_id=task_id, queue=PREDICT_QUEUE)
+    beside, inline = (client.wait_result(t, timeout=120) for t in ids)
+    assert beside == inline and len(beside["probs"]) == 3 and beside["errors"] == [None] * 3
+
+
+@pytest.mark.parametrize("stored, key, fragment", [
+    (None, "digitq:pixels:never-stored", "are gone from Redis"),
+    (b"\0" * 100, "digitq:pixels:short", "holds 100 bytes, expected 2 x 784"),
+    (b"\0" * 1568, "digitq:job:someone-else", "pixels_key must start with 'digitq:pixels:'"),
+])
+def test_chunks_with_missing_or_foreign_pixels_fail_with_a_reason(model, module_env, stored, key, fragment):
+    client = Client(module_env["DIGITQ_BROKER_URL"])
+    if stored is not None:
+        client.redis.set(key, stored, ex=120)
+    task_id = f"pixels-{uuid.uuid4().hex[:8]}"
+    client.app.send_task(PREDICT_TASK, args=[{"model": f"{model.name}:1", "pixels_key": key, "count": 2}],
+                         task_id=task_id, queue=PREDICT_QUEUE)
+    with pytest.raises(DigitqError, match=re.escape(fragment)):
+        client.wait_result(task_id, timeout=120)
 
 
 def test_one_image_chunks_on_a_two_replica_worker(baseline, model, folders, client_env, tmp_path):

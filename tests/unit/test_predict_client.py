@@ -7,7 +7,6 @@ rows show which pixels reached which file; `resolve_model` is replaced so no Red
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import math
@@ -68,29 +67,51 @@ def test_csv_rows_are_what_the_dict_writer_wrote(tmp_path):
 # --- the pipeline, with a stand-in client --------------------------------------------------
 
 
-class FakeApp:
+class FakeRedis:
+    """The three commands the pipeline uses on the pixels, with each key's expiry kept."""
+
     def __init__(self):
+        self.values, self.expiry = {}, {}
+
+    def set(self, key, value, ex=None):
+        self.values[key], self.expiry[key] = value, ex
+
+    def delete(self, *keys):
+        for key in keys:
+            self.values.pop(key, None)
+
+
+class FakeApp:
+    def __init__(self, redis):
+        self.redis = redis
         self.results, self.task_ids = {}, []
+        self.in_queue = self.most_in_queue = 0
 
     def send_task(self, name, args, task_id, queue):
         payload = args[0]
-        pixels = np.frombuffer(base64.b64decode(payload["pixels"]), np.uint8).reshape(payload["count"], 784)
+        assert set(payload) == {"model", "pixels_key", "count"}  # the pixels travel beside the message
+        raw = self.redis.values[payload["pixels_key"]]
+        pixels = np.frombuffer(raw, np.uint8).reshape(payload["count"], 784)
         means = pixels.mean(axis=1) / 255
         self.results[task_id] = {"probs": [[round(float(m), 6)] * 10 for m in means], "errors": [None] * len(means)}
         self.task_ids.append(task_id)
+        self.in_queue += 1
+        self.most_in_queue = max(self.most_in_queue, self.in_queue)
 
 
 class FakeClient:
-    redis = None
-
     def __init__(self):
-        self.app = FakeApp()
+        self.redis = FakeRedis()
+        self.app = FakeApp(self.redis)
         self.jobs = []
 
     def record_job(self, job_id, kind, name, request):
         self.jobs.append((job_id, request["files"]))
 
     def wait_result(self, task_id, timeout, on_poll=None):
+        if on_poll:
+            on_poll()  # the real client sends ready chunks between two looks at the result
+        self.app.in_queue -= 1
         return self.app.results[task_id]
 
 
@@ -116,7 +137,7 @@ def run(folder, **kw) -> tuple[list, FakeClient]:
 def test_prefetched_chunks_give_the_same_rows_and_tasks(folder):
     plain, plain_client = run(folder, jobs=2)
     early = prefetch_folder(str(folder), chunk_size=4, batch_id="b", jobs=2)
-    assert early is not None and len(early.entries) == predict.DEFAULT_WINDOW
+    assert early is not None and len(early.entries) == 6  # all of them: fewer than PREPARE_AHEAD
     prefetched, client = run(folder, jobs=2, prefetch=early)
     assert prefetched == plain
     # chunks are sent as their pixels are ready, not necessarily in order
@@ -125,6 +146,24 @@ def test_prefetched_chunks_give_the_same_rows_and_tasks(folder):
     assert [p for p, probs, e in plain if e] == ["010.png"]
     one_process, _ = run(folder, jobs=1)
     assert one_process == plain
+
+
+def test_pixels_go_beside_the_message_and_are_deleted_once_read(folder):
+    rows, client = run(folder, jobs=2, window=2)
+    assert len(rows) == 23 and len(client.app.task_ids) == 6
+    assert client.redis.values == {}  # every chunk's pixels deleted once its result was read
+    assert set(client.redis.expiry.values()) == {3600 + predict.PIXELS_GRACE}  # the wait, then a grace period
+    assert client.app.most_in_queue == 2  # 6 chunks prepared, never more than `window` in the queue
+
+
+def test_an_interrupted_run_deletes_the_pixels_it_left_in_the_queue(folder):
+    client = FakeClient()
+    # one process: every chunk is preprocessed at once, so the window alone decides what is sent
+    rows = predict_folder(client, str(folder), "digits", chunk_size=4, batch_id="b", jobs=1, window=3)
+    next(rows)
+    assert len(client.app.task_ids) == 3 and len(client.redis.values) == 2  # the first chunk's result is read
+    rows.close()  # as when the user presses Ctrl-C while rows are written
+    assert client.redis.values == {}
 
 
 def test_a_prefetch_for_other_arguments_is_dropped(folder):
