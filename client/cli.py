@@ -468,6 +468,30 @@ def models_delete(ref: Annotated[str, typer.Argument(help="NAME:VERSION to remov
     out.print(f"deleted {rec['name']}:{rec['version']}", markup=False, highlight=False)
 
 
+@models_app.command("combine")
+@friendly_errors
+def models_combine(
+    refs: Annotated[list[str], typer.Argument(help="Two or more models (NAME or NAME:VERSION) to average.")],
+    name: Annotated[str, typer.Option(help="Register the combination under this name.")] = "ensemble",
+    evaluate: Annotated[bool, typer.Option(help="Score it on the MNIST test set through the queue and store the accuracy in its record.")] = True,
+):
+    """Register the average of several models as a new ensemble version (e.g. K jobs trained in
+    parallel, or different recipes). Each network weighs the same; predict and evaluate use it
+    like any other model."""
+    from digitq.common.names import EVALUATE_TASK, PREDICT_QUEUE
+    from digitq.common.registry import combine_models, record_scores
+
+    client = _client(quiet=True)
+    rec = combine_models(client.redis, name, refs)
+    ref = f"{rec['name']}:{rec['version']}"
+    line = f"registered {ref}: the average of {len(rec['members'])} networks from {', '.join(rec['combined_from'])}"
+    if evaluate:
+        res = client.call(EVALUATE_TASK, {"model": ref, "dataset": "mnist-test"}, PREDICT_QUEUE)
+        record_scores(client.redis, ref, res["accuracy"], res["loss"])
+        line += f"; MNIST test accuracy {res['accuracy'] * 100:.2f}% (loss {res['loss']:.4f})"
+    out.print(line, markup=False, highlight=False)
+
+
 @models_app.command("export")
 @friendly_errors
 def models_export(

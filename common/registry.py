@@ -53,6 +53,49 @@ def register_model(r, name: str, job_id: str, record: dict) -> int:
     return version
 
 
+def combine_models(r, name: str, refs: list[str]) -> dict:
+    """Register `name`'s next version as the average of the models `refs` name: one member per
+    trained network, an ensemble's members taken one by one (so each network weighs the same).
+
+    This is the other way to an ensemble: K jobs trained in parallel on several workers, or
+    different recipes, then combined. Its test accuracy is unknown until it is evaluated."""
+    import uuid
+
+    check_model_name(name)
+    if len(refs) < 2:
+        raise InvalidRequest("combine needs at least two models")
+    sources = [resolve_model(r, ref) for ref in refs]
+    members: list[str] = []
+    for rec in sources:
+        for path in rec.get("members") or [rec["path"]]:
+            if path in members:
+                raise InvalidRequest(f"{rec['name']}:{rec['version']} repeats a network already combined ({path})")
+            members.append(path)
+    arches = sorted({rec.get("arch") for rec in sources})
+    combined = [f"{rec['name']}:{rec['version']}" for rec in sources]
+    version = register_model(r, name, f"combine-{uuid.uuid4().hex}", {
+        "arch": arches[0] if len(arches) == 1 else "+".join(map(str, arches)),
+        "hyperparameters": {"combined_from": combined},
+        "dataset": sources[0].get("dataset"),
+        "test_accuracy": None,
+        "test_loss": None,
+        "path": members[0],
+        "kind": "ensemble",
+        "members": members,
+        "combined_from": combined,
+    })
+    return resolve_model(r, f"{name}:{version}")
+
+
+def record_scores(r, ref: str, accuracy: float, loss: float) -> dict:
+    """Store the MNIST test scores that evaluating NAME:VERSION measured in its record."""
+    name, version, rec = _resolve_exact(r, ref, "record_scores")
+    rec.pop("promoted", None)
+    rec.update(test_accuracy=accuracy, test_loss=loss)
+    r.hset(_versions_key(name), str(version), json.dumps(rec))
+    return rec
+
+
 def list_models(r) -> list[dict]:
     """Every version of every model, newest first within a name, with `promoted` set."""
     out = []

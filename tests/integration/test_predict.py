@@ -580,6 +580,23 @@ def test_registry_versions_promote_and_delete(model, folders, client_env, tmp_pa
     v2 = rows_by_predict(folders.few, f"{name}:2", client_env, tmp_path / "v2.csv")
     assert any(a["p0"] != b["p0"] or a["p1"] != b["p1"] for a, b in zip(v1, v2))  # two different models
 
+    # Two models trained apart, combined into an ensemble that averages them
+    proc = ok(run_cli(["models", "combine", f"{name}:1", f"{name}:2", "--name", f"{name}-both"], client_env))
+    assert proc.stdout.startswith(f"registered {name}-both:1: the average of 2 networks from {name}:1, {name}:2; "
+                                  "MNIST test accuracy "), proc.stdout
+    both = cli_json(["models", "show", f"{name}-both"], client_env)
+    assert both["kind"] == "ensemble" and both["combined_from"] == [f"{name}:1", f"{name}:2"]
+    scored = cli_json(["evaluate", "--model", f"{name}-both", "--json"], client_env)
+    assert both["test_accuracy"] == scored["accuracy"] and scored["images"] == 10000
+    averaged = rows_by_predict(folders.few, f"{name}-both", client_env, tmp_path / "both.csv")
+    for a, b, c in zip(v1, v2, averaged):
+        for d in range(10):
+            assert abs((float(a[f"p{d}"]) + float(b[f"p{d}"])) / 2 - float(c[f"p{d}"])) < 2e-6, (a, b, c)
+    assert_one_line_error(run_cli(["models", "combine", f"{name}:1"], client_env), "at least two models")
+    assert_one_line_error(run_cli(["models", "combine", f"{name}:1", f"{name}-both"], client_env),
+                          "repeats a network already combined")
+    assert_one_line_error(run_cli(["models", "combine", f"{name}:1", "nope"], client_env), "no model named 'nope'")
+
     proc = ok(run_cli(["models", "promote", f"{name}:1"], client_env))
     assert proc.stdout.strip() == f"{name} -> {name}:1"
     shown = cli_json(["models", "show", name], client_env)
