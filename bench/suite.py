@@ -116,12 +116,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ceiling-k", type=int, default=None, help="models in the ceiling ensemble (default 5, --quick 2)")
     p.add_argument("--ceiling-epochs", type=int, default=None,
                    help="epochs of each ceiling ensemble member (default 20, --quick 1)")
-    p.add_argument("--ceiling-augment", choices=("affine", "elastic"), default="elastic",
-                   help="the ceiling members' augmentation: affine (`--augment`) or elastic (`--augment --elastic`, "
-                        "the default)")
+    p.add_argument("--ceiling-augment", default="elastic,affine",
+                   help="the ceiling members' augmentation, one ensemble job per entry, combined with `digitq models "
+                        "combine` when there are several: affine (`--augment`) or elastic (`--augment --elastic`); "
+                        "default elastic,affine")
     p.add_argument("--ceiling-job", default=None,
-                   help="report this finished ensemble job (in --home's stack) instead of training a new one: the "
-                        "ceiling job takes ~1 h, so it can be run once with `digitq submit-train` and reused")
+                   help="report these finished ensemble jobs (comma-separated, in --home's stack; combined when "
+                        "several) instead of training new ones: a ceiling job takes ~1 h, so it can be run once with "
+                        "`digitq submit-train` and reused")
     p.add_argument("--queue-n", type=int, default=None, help="tiny predict tasks for the queue benchmark (default 50, --quick 10)")
     p.add_argument("--predict-n", type=int, default=None, help="PNGs for the predict benchmark (default 10000, --quick 1000)")
     p.add_argument("--predict-train", action="store_true",
@@ -332,6 +334,56 @@ def ceiling_summary(result: dict, seed: int = 0) -> dict:
             "single_goal": SINGLE_GOAL, "ensemble_goal": ENSEMBLE_GOAL,
             "single_goal_met": spread["median"] is not None and spread["median"] >= SINGLE_GOAL - ACC_EPS,
             "ensemble_goal_met": ens is not None and ens >= ENSEMBLE_GOAL - ACC_EPS}
+
+
+def combined_ceiling_summary(jobs: list[dict], ensemble_accuracy: float | None) -> dict:
+    """`ceiling_summary` over the members of several ensemble jobs combined into one model:
+    members numbered on across the jobs, each with its job's augmentation and its own seed."""
+    accs, seeds, augments = [], [], []
+    for job in jobs:
+        own = list(job.get("member_accuracies") or [job.get("test_accuracy")])
+        accs += own
+        seeds += list(range(len(own)))
+        augments += [job.get("augment")] * len(own)
+    summary = ceiling_summary({"history": _merged_history(jobs), "member_accuracies": accs,
+                               "test_accuracy": ensemble_accuracy})
+    for member, seed, augment in zip(summary["members"], seeds, augments):
+        member.update(seed=seed, augment=augment)
+    return summary
+
+
+def ceiling_jobs(res: dict) -> list[dict]:
+    """The ensemble jobs of a ceiling result (results from before `jobs` existed had one)."""
+    return res.get("jobs") or [{"job_id": res["job_id"], "augment": res.get("augment", "affine"), "k": res["k"],
+                                "epochs": res["epochs"], "reused": res.get("reused"), "argv": res.get("argv"),
+                                "test_accuracy": res["test_accuracy"], "model": res["model"]}]
+
+
+def ceiling_recipe(res: dict) -> str:
+    """The ceiling's ensemble in flags: "--augment --ensemble 5", or "5 x --augment --elastic + 5 x --augment"."""
+    jobs = ceiling_jobs(res)
+    if len(jobs) == 1:
+        return f"{' '.join(augment_flags(jobs[0]['augment']))} --ensemble {jobs[0]['k']}"
+    return " + ".join(f"{j['k']} x {' '.join(augment_flags(j['augment']))}" for j in jobs) + ", combined"
+
+
+def ceiling_models(res: dict) -> str:
+    """The ceiling's members in words for the summary table: "5 `--augment` models"."""
+    return " and ".join(f"{j['k']} `{' '.join(augment_flags(j['augment']))}` models" for j in ceiling_jobs(res))
+
+
+def _member_recipe(member: dict) -> str:
+    return f"{' '.join(augment_flags(member['augment']))}, " if member.get("augment") else ""
+
+
+def _merged_history(jobs: list[dict]) -> list[dict]:
+    """The jobs' histories as one, members numbered on across the jobs."""
+    out, offset = [], 0
+    for job in jobs:
+        per = split_members(job.get("history") or [])
+        out += [{**e, "member": m + offset} for m, entries in per.items() for e in entries]
+        offset += len(job.get("member_accuracies") or [job.get("test_accuracy")])
+    return out
 
 
 def augment_flags(augment: str | None) -> list[str]:
@@ -987,37 +1039,66 @@ class Suite:
         # final model has no use for holding 5,000 of them out (--quick's data args keep theirs).
         data_args = a.data_args if arg_value(a.data_args, "--validation-size") else ["--validation-size", "0",
                                                                                      *a.data_args]
-        augment = a.ceiling_augment
-        argv = [*augment_flags(augment), "--ensemble", str(k), "--epochs", str(e), "--track-test", *data_args,
-                "--name", "bench-ceiling"]
+        runs = []
         if a.ceiling_job:
-            res = self.finished_job(a.ceiling_job)
-            k, e, argv = res["request"]["ensemble"], res["request"]["epochs"], None
-            augment = res["request"].get("augment")
-            self.log(f"ceiling: reusing finished job {a.ceiling_job} ({k} x {e} epochs)")
+            for job_id in a.ceiling_job.split(","):
+                res = self.finished_job(job_id.strip())
+                req = res["request"]
+                self.log(f"ceiling: reusing finished job {res['job_id']} ({req['ensemble']} x {req['epochs']} epochs)")
+                runs.append((res, None, req.get("augment") or "affine", req["ensemble"], req["epochs"]))
         else:
-            self.log(f"ceiling: digitq submit-train {' '.join(argv)} --wait --json")
-            # K x E augmented cnn epochs of ~22-35 s each, plus a test pass per epoch: ~40-60 min for 5 x 20.
-            res = self.service_train(argv, timeout=max(a.timeout, k * e * 120 + 900))
-        summary = ceiling_summary(res, seed=0)
-        accs = ", ".join(f"{m['test_accuracy'] * 100:.2f}%" for m in summary["members"])
-        self.log(f"ceiling: members {accs}, "
-                 f"ensemble {res['test_accuracy'] * 100:.2f}%, {res['train_seconds']:.0f} s of training")
-        ev_argv = ["evaluate", "--model", res["model"], "--json"]
+            for augment in a.ceiling_augment.split(","):
+                argv = [*augment_flags(augment), "--ensemble", str(k), "--epochs", str(e), "--track-test", *data_args,
+                        "--name", "bench-ceiling"]
+                self.log(f"ceiling: digitq submit-train {' '.join(argv)} --wait --json")
+                # K x E augmented cnn epochs of ~25-40 s each, plus a test pass per epoch: ~45-65 min for 5 x 20.
+                res = self.service_train(argv, timeout=max(a.timeout, k * e * 120 + 900))
+                runs.append((res, argv, augment, k, e))
+        jobs = []
+        for res, argv, augment, jk, je in runs:
+            own = ceiling_summary(res, seed=0)
+            accs = ", ".join(f"{m['test_accuracy'] * 100:.2f}%" for m in own["members"])
+            self.log(f"ceiling: job {res['job_id']} ({' '.join(augment_flags(augment))}): members {accs}, "
+                     f"its ensemble {res['test_accuracy'] * 100:.2f}%, {res['train_seconds']:.0f} s of training")
+            jobs.append({"job_id": res["job_id"], "augment": augment, "argv": argv, "k": jk, "epochs": je,
+                         "reused": res.get("reused"), "model": res["model"], "test_accuracy": res["test_accuracy"],
+                         "member_accuracies": res["member_accuracies"], "train_seconds": res["train_seconds"],
+                         "wall_seconds": res["wall_seconds"], "client_seconds": res["client_seconds"],
+                         "train_images": res["train_images"], "history": res["history"],
+                         "warnings": res["warnings"], "cpu": res["cpu"]})
+        model, combine_argv = jobs[0]["model"], None
+        if len(jobs) > 1:
+            combine_argv = ["models", "combine", *[j["model"] for j in jobs], "--name", "bench-ceiling-combined",
+                            "--no-evaluate"]
+            line = self.cli(combine_argv).stdout.strip()
+            model = line.split()[1].rstrip(":")  # "registered NAME:VERSION: the average of ..."
+            self.log(f"ceiling: `digitq {' '.join(combine_argv)}`: {line}")
+        ev_argv = ["evaluate", "--model", model, "--json"]
         if arg_value(a.data_args, "--test-size"):
             ev_argv[3:3] = ["--test-size", arg_value(a.data_args, "--test-size")]
         t = time.perf_counter()
         ev = last_json(self.cli(ev_argv).stdout)
         ev_seconds = time.perf_counter() - t
-        record = last_json(self.cli(["models", "show", res["model"]]).stdout)
+        record = last_json(self.cli(["models", "show", model]).stdout)
         self.log(f"`digitq {' '.join(ev_argv)}`: accuracy {ev['accuracy'] * 100:.2f}% over {ev['images']} images "
                  f"in {ev_seconds:.1f} s")
-        return {"k": k, "epochs": e, "augment": augment, "argv": argv, "data_args": a.data_args, "job_id": res["job_id"],
-                "reused": res.get("reused"),
-                "model": res["model"], "test_accuracy": res["test_accuracy"], "member_accuracies": res["member_accuracies"],
-                "train_seconds": res["train_seconds"], "wall_seconds": res["wall_seconds"],
-                "client_seconds": res["client_seconds"], "train_images": res["train_images"], "history": res["history"],
-                "warnings": res["warnings"], "cpu": res["cpu"], "summary": summary,
+        ensemble = jobs[0]["test_accuracy"] if len(jobs) == 1 else ev["accuracy"]
+        summary = combined_ceiling_summary(jobs, ensemble)
+        first = jobs[0]
+        return {"k": len(summary["members"]), "epochs": first["epochs"], "augment": first["augment"],
+                "argv": first["argv"], "data_args": a.data_args, "job_id": first["job_id"], "reused": first["reused"],
+                "jobs": [{key: j[key] for key in ("job_id", "augment", "argv", "k", "epochs", "reused", "model",
+                                                  "test_accuracy", "train_seconds", "wall_seconds")} for j in jobs],
+                "combine_argv": combine_argv,
+                "model": model, "test_accuracy": ensemble,
+                "member_accuracies": [m["test_accuracy"] for m in summary["members"]],
+                "train_seconds": sum(j["train_seconds"] for j in jobs),
+                "wall_seconds": sum(j["wall_seconds"] or 0 for j in jobs),
+                "client_seconds": first["client_seconds"] if len(jobs) == 1 else None,
+                "train_images": first["train_images"],
+                "history": _merged_history(jobs),
+                "warnings": sorted({w for j in jobs for w in j["warnings"] or []}),
+                "cpu": first["cpu"] if len(jobs) == 1 else None, "summary": summary,
                 "evaluate": {"argv": ev_argv, "seconds": ev_seconds, "accuracy": ev.get("accuracy"),
                              "loss": ev.get("loss"), "images": ev.get("images"), "dataset": ev.get("dataset"),
                              "model": ev.get("model")},
@@ -1388,7 +1469,8 @@ class Suite:
             pts = [(e["epoch"], e["test_accuracy"] * 100) for e in m["curve"] if e.get("test_accuracy") is not None]
             accs += [y for _, y in pts]
             ax.plot([x for x, _ in pts], [y for _, y in pts], "o-", ms=3, lw=1, color=colors[(m["member"] - 1) % 10],
-                    label=f"member {m['member']} (seed {m['seed']}): final {m['test_accuracy'] * 100:.2f}%")
+                    label=f"member {m['member']} ({_member_recipe(m)}seed {m['seed']}): "
+                          f"final {m['test_accuracy'] * 100:.2f}%")
         ens = sm["ensemble_accuracy"]
         lines = [(ens, "black", "-", 1.6, f"ensemble of {res['k']} (averaged): {ens * 100:.2f}%"),
                  (sm["single_goal"], "tab:orange", "--", 1.0, f"goal, one augmented model: {sm['single_goal'] * 100:.2f}%"),
@@ -1408,8 +1490,7 @@ class Suite:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
         took = res["train_seconds"]
-        self._title(ax, f"Accuracy ceiling: {' '.join(augment_flags(res.get('augment', 'affine')))} --ensemble {res['k']}, "
-                        f"{_n(res['epochs'], 'epoch')} each "
+        self._title(ax, f"Accuracy ceiling: {ceiling_recipe(res)}, {_n(res['epochs'], 'epoch')} each "
                         f"({f'{took / 60:.0f} min' if took >= 120 else f'{took:.0f} s'} of training)")
         fig.tight_layout()
         fig.savefig(path, dpi=110)
@@ -1656,8 +1737,7 @@ def _summary(suite: Suite) -> list[str]:
     ce = R.get("ceiling")
     if ce and "error" not in ce:
         sm = ce["summary"]
-        flags = " ".join(augment_flags(ce.get("augment", "affine")))
-        rows.append(f"| accuracy ceiling | the goals | {ce['k']} `{flags}` models, {_n(ce['epochs'], 'epoch')} each: median "
+        rows.append(f"| accuracy ceiling | the goals | {ceiling_models(ce)}, {_n(ce['epochs'], 'epoch')} each: median "
                     f"**{sm['member_median'] * 100:.2f}%** ({sm['member_min'] * 100:.2f}-{sm['member_max'] * 100:.2f}%); "
                     f"their ensemble **{sm['ensemble_accuracy'] * 100:.2f}%** | single >= {SINGLE_GOAL * 100:.2f}% "
                     f"({'met' if sm['single_goal_met'] else 'NOT met'}), ensemble >= {ENSEMBLE_GOAL * 100:.2f}% "
@@ -1873,43 +1953,63 @@ def _section_tta(suite: Suite, res: dict) -> list[str]:
 def _section_ceiling(suite: Suite, res: dict) -> list[str]:
     sm, ev, reg = res["summary"], res["evaluate"], res.get("registry") or {}
     k, e = res["k"], res["epochs"]
-    reused = res.get("reused")
+    jobs = ceiling_jobs(res)
     images = (f" --validation-size 0" if res.get("train_images") == 60_000 else "")
-    augment = res.get("augment", "affine")  # results from before --elastic existed are affine
-    flags = " ".join(augment_flags(augment))
-    command = (f"`digitq submit-train {flags} --ensemble {k} --epochs {e} --track-test{images}`, "
-               f"job {reused['job_id']}, "
-               f"finished {reused['finished']} and reused here with `--ceiling-job`" if reused else
-               f"`digitq submit-train {' '.join(res['argv'])} --wait --json`")
-    L = [f"One service job, {command}: {k} models trained one after",
-         f"another, each the default cnn with {AUGMENT_WORDS[augment]}",
-         f"for {e} epoch{'s' if e != 1 else ''}, seeds {0}..{k - 1}. Each member is a single `{flags}` model;",
-         "the registered model averages their probabilities. Test accuracies are on the MNIST test set"
-         + (f" (first {ev['images']:,} images)" if res.get("data_args") else f" ({ev['images']:,} images)") + ".", "",
-         "| member | seed | test accuracy | best epoch (its accuracy) | training seconds | "
-         f">= {SINGLE_GOAL * 100:.2f}% |", "| ---: | ---: | ---: | --- | ---: | --- |"]
+
+    def command(job: dict) -> str:
+        flags = " ".join(augment_flags(job["augment"]))
+        reused = job.get("reused")
+        if reused:
+            return (f"`digitq submit-train {flags} --ensemble {job['k']} --epochs {job['epochs']} --track-test{images}`, "
+                    f"job {reused['job_id']}, finished {reused['finished']} and reused here with `--ceiling-job`")
+        return f"`digitq submit-train {' '.join(job['argv'])} --wait --json`"
+
+    if len(jobs) == 1:
+        augment = jobs[0]["augment"]
+        flags = " ".join(augment_flags(augment))
+        L = [f"One service job, {command(jobs[0])}: {k} models trained one after",
+             f"another, each the default cnn with {AUGMENT_WORDS[augment]}",
+             f"for {e} epoch{'s' if e != 1 else ''}, seeds {0}..{k - 1}. Each member is a single `{flags}` model;",
+             "the registered model averages their probabilities."]
+    else:
+        flags = None
+        L = [f"{len(jobs)} service jobs, one after the other, each training its models one after another:", ""]
+        L += [f"- {command(j)}: {j['k']} models, each the default cnn with {AUGMENT_WORDS[j['augment']]}, "
+              f"seeds 0..{j['k'] - 1}; its own ensemble scored {j['test_accuracy'] * 100:.2f}%" for j in jobs]
+        L += ["", f"then `digitq {' '.join(res['combine_argv'])}` registered `{res['model']}`, which averages all "
+              f"{k} networks' probabilities (each network weighs the same)."]
+    L[-1] += (" Test accuracies are on the MNIST test set"
+              + (f" (first {ev['images']:,} images)" if res.get("data_args") else f" ({ev['images']:,} images)") + ".")
+    many = len(jobs) > 1
+    recipe_head, recipe_rule, recipe_gap = ("recipe | ", "--- | ", " |") if many else ("", "", "")
+    L += ["",
+          f"| member | {recipe_head}seed | test accuracy | best epoch (its accuracy) | training seconds | "
+          f">= {SINGLE_GOAL * 100:.2f}% |", f"| ---: | {recipe_rule}---: | ---: | --- | ---: | --- |"]
     for m in sm["members"]:
         best = f"{m['best_epoch']} ({m['best_accuracy'] * 100:.2f}%)" if m["best_epoch"] else "-"
-        L.append(f"| {m['member']} | {m['seed']} | {m['test_accuracy'] * 100:.2f}% | {best} | {m['train_seconds']:.0f} | "
-                 f"{'yes' if m['meets_single_goal'] else 'no'} |")
-    L += [f"| **median** (min-max) | | **{sm['member_median'] * 100:.2f}%** ({sm['member_min'] * 100:.2f}-"
+        recipe = f"`{' '.join(augment_flags(m.get('augment')))}` | " if many else ""
+        L.append(f"| {m['member']} | {recipe}{m['seed']} | {m['test_accuracy'] * 100:.2f}% | {best} | "
+                 f"{m['train_seconds']:.0f} | {'yes' if m['meets_single_goal'] else 'no'} |")
+    L += [f"| **median** (min-max) |{recipe_gap} | **{sm['member_median'] * 100:.2f}%** ({sm['member_min'] * 100:.2f}-"
           f"{sm['member_max'] * 100:.2f}%) | | | {sm['members_meeting_single_goal']} of {k} |",
-          f"| **ensemble** (averaged) | | **{sm['ensemble_accuracy'] * 100:.2f}%** | | {res['train_seconds']:.0f} (all) | |",
+          f"| **ensemble** (averaged) |{recipe_gap} | **{sm['ensemble_accuracy'] * 100:.2f}%** | | "
+          f"{res['train_seconds']:.0f} (all) | |",
           "",
           "| goal | measured | met |", "| --- | --- | --- |",
-          f"| one `{flags}` model >= {SINGLE_GOAL * 100:.2f}% | median of the {k} members "
+          f"| one {f'`{flags}`' if flags else 'augmented'} model >= {SINGLE_GOAL * 100:.2f}% | median of the {k} members "
           f"{sm['member_median'] * 100:.2f}% ({sm['members_meeting_single_goal']} of {k} reach it) | "
           f"{'met' if sm['single_goal_met'] else 'NOT met'} |",
           f"| ensemble >= {ENSEMBLE_GOAL * 100:.2f}% | {sm['ensemble_accuracy'] * 100:.2f}% | "
           f"{'met' if sm['ensemble_goal_met'] else 'NOT met'} |", "",
           f"Training: {res['train_seconds']:.0f} s ({res['train_seconds'] / 60:.1f} min) over the {k} members, "
-          f"{res['train_seconds'] / max(1, k * e):.1f} s per member-epoch on {res['train_images']:,} images; job "
-          f"wall_seconds {res['wall_seconds']:.0f} s (with the per-epoch test passes, evaluation and saving), "
+          f"{res['train_seconds'] / max(1, k * e):.1f} s per member-epoch on {res['train_images']:,} images; "
+          f"{'the jobs' if many else 'job'} wall_seconds {res['wall_seconds']:.0f} s (with the per-epoch test passes, evaluation and saving), "
           f"client {fs(res['client_seconds'], 0)}. Other processes' CPU share: {cpu_share(res)}.", ""]
     agree = ev["accuracy"] is not None and abs(ev["accuracy"] - res["test_accuracy"]) < 1e-6
     L += [f"**Through `digitq {' '.join(ev['argv'])}`:** accuracy **{ev['accuracy'] * 100:.2f}%** over "
           f"{ev['images']:,} images ({ev['seconds']:.1f} s, CLI start to exit), "
-          + ("the same as the job's own result" if agree else
+          + ("the combined model's accuracy (it has no training job of its own)" if many else
+             "the same as the job's own result" if agree else
              f"against {res['test_accuracy'] * 100:.2f}% in the job's own result") +
           f". `{res['model']}` is a registered model like any other (`digitq models show`: kind "
           f"`{reg.get('kind')}`, {reg.get('members')} member files), and `evaluate` resolves and scores it without "

@@ -221,8 +221,14 @@ class LocalStack:
 
 
 def _origin() -> str:
-    """This installation: the Python that runs and where digitq's code lives."""
-    return f"{sys.executable} {Path(__file__).resolve().parent.parent}"
+    """This installation: the Python that runs, where digitq's code lives, and its version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("digitq")
+    except PackageNotFoundError:
+        installed = "unknown"
+    return f"{sys.executable} {Path(__file__).resolve().parent.parent} {installed}"
 
 
 def _terminate(pid: int, marker: str) -> None:

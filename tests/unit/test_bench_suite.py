@@ -141,6 +141,22 @@ def test_ceiling_summary_of_one_model(suite):
     assert not s["single_goal_met"] and not s["ensemble_goal_met"]
 
 
+def test_ceiling_summary_of_two_combined_jobs(suite):
+    elastic = {"augment": "elastic", "member_accuracies": [0.9963, 0.9968], "test_accuracy": 0.9972,
+               "history": [{**e, "member": m} for m in (1, 2) for e in _hist(0.990, 0.9963)]}
+    affine = {"augment": "affine", "member_accuracies": [], "test_accuracy": 0.9966,  # a one-model job
+              "history": _hist(0.991, 0.9966)}
+    s = suite.combined_ceiling_summary([elastic, affine], 0.9975)
+    assert [(m["member"], m["seed"], m["augment"]) for m in s["members"]] == [
+        (1, 0, "elastic"), (2, 1, "elastic"), (3, 0, "affine")]
+    assert [m["test_accuracy"] for m in s["members"]] == [0.9963, 0.9968, 0.9966]
+    assert [m["epochs"] for m in s["members"]] == [2, 2, 2]  # each member's own history
+    assert s["member_median"] == 0.9966 and s["ensemble_accuracy"] == 0.9975 and s["ensemble_goal_met"]
+    res = {"jobs": [{"augment": "elastic", "k": 2}, {"augment": "affine", "k": 1}]}
+    assert suite.ceiling_recipe(res) == "2 x --augment --elastic + 1 x --augment, combined"
+    assert suite.ceiling_models(res) == "2 `--augment --elastic` models and 1 `--augment` models"
+
+
 def test_arg_value(suite):
     assert suite.arg_value(["--train-size", "5000", "--test-size", "2000"], "--test-size") == "2000"
     assert suite.arg_value(["--test-size"], "--test-size") is None
