@@ -221,14 +221,15 @@ class LocalStack:
 
 
 def _origin() -> str:
-    """This installation: the Python that runs, where digitq's code lives, and its version."""
+    """This installation: the Python environment (sys.prefix: `python` and `python3` in one venv
+    are the same), where digitq's code lives, and its version."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         installed = version("digitq")
     except PackageNotFoundError:
         installed = "unknown"
-    return f"{sys.executable} {Path(__file__).resolve().parent.parent} {installed}"
+    return f"{sys.prefix} {Path(__file__).resolve().parent.parent} {installed}"
 
 
 def _terminate(pid: int, marker: str) -> None:

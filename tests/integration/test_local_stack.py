@@ -3,6 +3,9 @@
 import json
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import redis
@@ -38,6 +41,18 @@ def test_submit_train_starts_the_embedded_stack(home):
         again = run_cli(["submit-train", "--epochs", "1", "--train-size", "500", "--validation-size", "100",
                          "--test-size", "100", "--json"], env, timeout=300)
         assert again.returncode == 0 and "started the embedded stack" not in again.stderr
+
+        # The `digitq` script runs `python3`, this test `python`: one installation, no restart.
+        pid = (local / "worker.pid").read_text()
+        script = subprocess.run([str(Path(sys.executable).parent / "digitq"), "local", "up"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert script.returncode == 0 and "restarted" not in script.stdout + script.stderr, script.stderr
+        assert (local / "worker.pid").read_text() == pid
+        # A worker started from another installation (or digitq version) is replaced.
+        (local / "worker.origin").write_text("/elsewhere/venv /elsewhere/digitq 0.0.1")
+        up = run_cli(["local", "up"], env, timeout=180)
+        assert up.returncode == 0, up.stderr
+        assert (local / "worker.pid").read_text() != pid and "/elsewhere" not in (local / "worker.origin").read_text()
     finally:
         down = run_cli(["local", "down", "--json"], env)
     st = json.loads(down.stdout)
