@@ -259,8 +259,8 @@ class _Pipeline:
         entry["sent"] = True
 
     def pump(self) -> None:
-        """Send, in file order, the chunks whose pixels are ready while fewer than `window` are in
-        the queue (called while waiting for results)."""
+        """Send the chunks whose pixels are ready, earliest first, while fewer than `window` are
+        in the queue (called while waiting for results)."""
         for entry in self.entries:
             if self.in_queue >= self.window:
                 return
