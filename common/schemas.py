@@ -22,12 +22,12 @@ SCHEDULES = ("onecycle", "constant")
 AUGMENTATIONS = ("none", "shift", "affine", "elastic")
 PRECISIONS = ("float32", "mixed")
 
-MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: `$` also matches before a final newline
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 
 
 def check_model_name(name: Any) -> str:
-    if not isinstance(name, str) or not MODEL_NAME_RE.match(name):
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
         raise InvalidRequest(
             f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -35,7 +35,7 @@ def check_model_name(name: Any) -> str:
 
 
 def check_job_id(job_id: Any) -> str:
-    if not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
+    if not isinstance(job_id, str) or not JOB_ID_RE.fullmatch(job_id):
         raise InvalidRequest(f"invalid job id {job_id!r}: use letters, digits, '_' or '-' (at most 128)")
     return job_id
 

@@ -78,6 +78,13 @@ def test_job_ids_and_model_names_never_carry_path_parts(text):
         assert "/" not in value and ".." not in value and not any(ord(c) < 32 for c in value)
 
 
+def test_a_trailing_newline_is_not_part_of_a_valid_name():
+    # `$` matches before a final newline: hypothesis found "0\n" accepted as a job id and a name.
+    for check in (check_job_id, check_model_name):
+        with pytest.raises(InvalidRequest):
+            check("0\n")
+
+
 def test_model_refs():
     assert parse_model_ref("digits") == ("digits", None)
     assert parse_model_ref("digits:3") == ("digits", 3)
