@@ -14,19 +14,19 @@ import csv
 import itertools
 import json
 import os
-import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
-import numpy as np
-
-from digitq.common.errors import DataError, DigitqError, JobFailed
-from digitq.common.images import ImageError, iter_image_files, load_images
+from digitq.common.errors import DataError, DigitqError, ImageError
+from digitq.common.folders import iter_image_files
 from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, pixels_key
 from digitq.common.registry import resolve_model
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_CHUNK = 500
 """Images per task: big enough to amortise the queue round trip, small enough to spread."""
@@ -71,12 +71,16 @@ def _argmax(values: list) -> int:
     """int(np.argmax(values)) of a short list of floats, without NumPy's per-call cost (a few us a row)."""
     total = sum(values)
     if total != total:  # a NaN (or inf - inf): np.argmax's own rules for it
+        import numpy as np
+
         return int(np.argmax(values))
     return values.index(max(values))  # the first of equal maxima, as np.argmax
 
 
 def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list, bytes, int]:
     """Relative names, per-file errors (None when fine), packed pixels of the good ones, their count."""
+    from digitq.common.images import load_images  # NumPy and Pillow: imported here, in the preprocessing processes
+
     names, errors, digits = [], [], []
     prefix = os.path.join(str(folder), "")
     for p, digit in zip(paths, load_images(paths)):
@@ -138,7 +142,7 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
             names, errors, result, pixels = pipeline.next_result(timeout)
             pipeline.add_next()  # keep preprocessing ahead while this chunk's rows are written
             probs, remote_errors = iter(result["probs"]), iter(result["errors"])
-            digits = iter(np.frombuffer(pixels, np.uint8).reshape(-1, 28, 28)) if keep_pixels else None
+            digits = iter(_unpack(pixels)) if keep_pixels else None
             for name, err in zip(names, errors):
                 if err is not None:
                     yield Row(name, None, err)
@@ -147,6 +151,13 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
     finally:
         if pipeline is not None:
             pipeline.close()
+
+
+def _unpack(pixels: bytes) -> np.ndarray:
+    """Packed 28 x 28 digits (what a chunk sends) as an N x 28 x 28 uint8 array."""
+    import numpy as np
+
+    return np.frombuffer(pixels, np.uint8).reshape(-1, 28, 28)
 
 
 def prefetch_folder(folder: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,

@@ -20,6 +20,10 @@ class DataError(DigitqError):
     """Training or test data is missing, corrupt or cannot be fetched."""
 
 
+class ImageError(DigitqError):
+    """An image file cannot be turned into a digit; the message says why, in one line."""
+
+
 class BrokerUnavailable(DigitqError):
     """The Redis broker cannot be reached."""
 

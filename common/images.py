@@ -31,7 +31,6 @@ name the file (callers add the path). Never imports TensorFlow.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import io
 import math
@@ -46,7 +45,8 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, ImageStat, UnidentifiedImageError
 
-from digitq.common.errors import DigitqError
+from digitq.common.errors import ImageError
+from digitq.common.folders import describe_os_error, is_folder, list_folder, one_line, stat_folder, walk_files
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Largest image accepted, in pixels (width x height of the first frame), checked before
@@ -64,9 +64,6 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 """Pillow decoders digitq lets run ("PPM" reads PBM/PGM/PPM; "JPEG" also opens MPO phone
 photos). Anything else (EPS, which runs Ghostscript, PSD, ICO, ...) is "not an image file":
 fewer decoders exposed to untrusted files."""
-
-IGNORED_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini"})
-"""File names (lower case) that operating systems drop into picture folders; never yielded."""
 
 MNIST_SIZE = 28
 """Side of an MNIST image, in pixels."""
@@ -147,10 +144,6 @@ _CORRUPT_IMAGE_ERRORS = (
 """What Pillow's decoders raise on damaged data (its own fuzz tests accept these)."""
 
 
-class ImageError(DigitqError):
-    """An image file cannot be turned into a digit; the message says why, in one line."""
-
-
 def to_mnist(image: Image.Image, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Turn an opened Pillow image into an MNIST digit: uint8 array (28, 28), ink bright on 0.
 
@@ -209,27 +202,6 @@ def load_images(
     return results
 
 
-def iter_image_files(folder: str | os.PathLike, recursive: bool = False) -> Iterator[Path]:
-    """Yield the candidate files in a folder, sorted by name (depth first when recursive).
-
-    Yields every entry that is not a folder, whatever its extension, so that a stray
-    `notes.txt` or an unsupported `.heic` photo is reported by the caller as an error row
-    instead of vanishing silently. Skips hidden entries (name starting with '.') and
-    IGNORED_FILE_NAMES. Entries that cannot be examined (a symlink loop, a dangling link, a
-    sub-folder that cannot be listed) are yielded too, so the caller reports them.
-    With recursive=True, sub-folders are walked, following symlinks, but each real folder
-    only once, so a link back to a parent folder ends the walk instead of looping.
-    Raises ImageError if `folder` itself is missing, not a folder or cannot be listed.
-    """
-    root = Path(folder)
-    info = _stat_folder(root)
-    try:
-        entries = _list_folder(root)
-    except OSError as exc:
-        raise ImageError(f"{_one_line(str(root))}: {_describe_os_error(exc)}") from None
-    yield from _walk(entries, {(info.st_dev, info.st_ino)}, recursive)
-
-
 def load_labelled_folder(
     folder: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_FILE_BYTES,
     within: list[Path] | None = None,
@@ -244,9 +216,9 @@ def load_labelled_folder(
     file whose real path lies outside them (a symlink out) is refused like a bad file.
     """
     root = Path(folder)
-    name = _one_line(str(root))
-    _stat_folder(root)
-    digit_folders = [(digit, root / str(digit)) for digit in range(10) if _is_folder(root / str(digit))]
+    name = one_line(str(root))
+    stat_folder(root)
+    digit_folders = [(digit, root / str(digit)) for digit in range(10) if is_folder(root / str(digit))]
     if not digit_folders:
         raise ImageError(f"{name}: no sub-folders named 0 to 9 (one per digit)")
     images: list[np.ndarray] = []
@@ -255,11 +227,11 @@ def load_labelled_folder(
     for digit, digit_folder in digit_folders:
         try:
             info = digit_folder.stat()
-            entries = _list_folder(digit_folder)
+            entries = list_folder(digit_folder)
         except OSError as exc:
-            errors.append((str(digit), _describe_os_error(exc)))
+            errors.append((str(digit), describe_os_error(exc)))
             continue
-        for path in _walk(entries, {(info.st_dev, info.st_ino)}, recursive=True):
+        for path in walk_files(entries, {(info.st_dev, info.st_ino)}, recursive=True):
             try:
                 if within is not None:
                     real = Path(os.path.realpath(path))
@@ -340,7 +312,7 @@ def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
     try:
         fd = os.open(path, flags)
     except (OSError, ValueError) as exc:
-        raise ImageError(_describe_os_error(exc)) from None
+        raise ImageError(describe_os_error(exc)) from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -363,7 +335,7 @@ def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
             size += len(chunk)
             want = READ_BYTES
     except OSError as exc:
-        raise ImageError(_describe_os_error(exc)) from None
+        raise ImageError(describe_os_error(exc)) from None
     finally:
         os.close(fd)
     if size > max_bytes:
@@ -371,25 +343,6 @@ def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
     if size == 0:
         raise ImageError("empty file")
     return b"".join(chunks)
-
-
-def _describe_os_error(exc: Exception) -> str:
-    """A one-line, plain description of why a file or folder could not be read."""
-    if isinstance(exc, ValueError):  # e.g. a NUL byte in the path
-        return "invalid file name"
-    code = getattr(exc, "errno", None)
-    if code == errno.ENOENT:
-        return "file not found"
-    if code in (errno.EACCES, errno.EPERM):
-        return "unreadable: permission denied"
-    if code == errno.ELOOP:
-        return "unreadable: symlink loop"
-    if code == errno.EISDIR:
-        return "is a folder, not a file"
-    if code == errno.ENOTDIR:
-        return "file not found (a parent is not a folder)"
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return "unreadable: " + _one_line(reason[:1].lower() + reason[1:])
 
 
 @contextlib.contextmanager
@@ -412,7 +365,7 @@ def _pillow_errors(max_pixels: int) -> Iterator[None]:
         raise ImageError(f"image too large: {size} (limit {max_pixels})") from None
     except _CORRUPT_IMAGE_ERRORS as exc:
         if isinstance(exc, OSError) and "not available" in str(exc):  # "decoder xyz not available"
-            raise ImageError(f"unsupported image encoding: {_one_line(str(exc))}") from None
+            raise ImageError(f"unsupported image encoding: {one_line(str(exc))}") from None
         raise ImageError("truncated or corrupt image") from None
 
 
@@ -791,67 +744,3 @@ def _centre_on_canvas(digit: np.ndarray) -> np.ndarray:
 
 
 # --- small helpers --------------------------------------------------------------------------
-
-
-def _list_folder(folder: Path) -> list[os.DirEntry]:
-    """A folder's entries sorted by name (OSError if it cannot be listed)."""
-    with os.scandir(folder) as entries:
-        return sorted(entries, key=lambda entry: entry.name)
-
-
-def _walk(entries: list[os.DirEntry], visited: set[tuple[int, int]], recursive: bool) -> Iterator[Path]:
-    """Yield candidate files depth first in name order; see `iter_image_files`.
-
-    `visited` holds (device, inode) of the folders already walked; an explicit stack, not
-    recursion, so a very deep tree cannot exhaust Python's recursion limit.
-    """
-    stack = [iter(entries)]
-    while stack:
-        entry = next(stack[-1], None)
-        if entry is None:
-            stack.pop()
-            continue
-        if entry.name.startswith(".") or entry.name.lower() in IGNORED_FILE_NAMES:
-            continue
-        path = Path(entry.path)
-        try:
-            is_folder = entry.is_dir()  # follows symlinks; raises on a symlink loop
-            info = entry.stat() if is_folder else None
-        except OSError:
-            yield path  # load_image(path) says why ("unreadable: symlink loop", ...)
-            continue
-        if not is_folder:
-            yield path
-        elif recursive and (info.st_dev, info.st_ino) not in visited:
-            visited.add((info.st_dev, info.st_ino))
-            try:
-                stack.append(iter(_list_folder(path)))
-            except OSError:
-                yield path  # load_image(path) then says why ("unreadable: permission denied")
-
-
-def _stat_folder(folder: Path) -> os.stat_result:
-    """stat() of a folder given by the user; ImageError if it is missing or not a folder."""
-    name = _one_line(str(folder))
-    try:
-        info = folder.stat()
-    except (OSError, ValueError) as exc:
-        if getattr(exc, "errno", None) == errno.ENOENT:
-            raise ImageError(f"{name}: folder not found") from None
-        raise ImageError(f"{name}: {_describe_os_error(exc)}") from None
-    if not stat.S_ISDIR(info.st_mode):
-        raise ImageError(f"{name}: not a folder")
-    return info
-
-
-def _is_folder(path: Path) -> bool:
-    """True if `path` is a folder (following symlinks); False also when it cannot be examined."""
-    try:
-        return path.is_dir()
-    except OSError:  # a symlink loop raises on some Python versions
-        return False
-
-
-def _one_line(text: str) -> str:
-    """`text` with line breaks and other control characters replaced by spaces."""
-    return "".join(" " if ord(char) < 32 or ord(char) == 127 else char for char in text)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from digitq.common.errors import DataError, DigitqError, NoSuchModel
-from digitq.common.images import ImageError, iter_image_files, load_images
+from digitq.common.errors import DataError, DigitqError, ImageError, NoSuchModel
+from digitq.common.folders import iter_image_files
+from digitq.common.images import load_images
 from digitq.common.paths import resolve_within
 from digitq.common.registry import resolve_model
 from digitq.common.schemas import PIXELS_PER_IMAGE, EvaluateRequest, PredictRequest

@@ -19,13 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from digitq.common.errors import DigitqError
+from digitq.common.errors import DigitqError, ImageError
+from digitq.common.folders import iter_image_files
 from digitq.common.images import (
     IMAGE_EXTENSIONS,
     MAX_IMAGE_PIXELS,
-    ImageError,
     decode_image_bytes,
-    iter_image_files,
     load_image,
     load_labelled_folder,
     to_mnist,

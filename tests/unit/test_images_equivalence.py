@@ -27,7 +27,8 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 from digitq.common import images
-from digitq.common.images import ImageError, load_image, to_mnist
+from digitq.common.errors import ImageError
+from digitq.common.images import load_image, to_mnist
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("DIGITQ_DATA_DIR") or REPO.parent / "shared" / "data")
