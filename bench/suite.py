@@ -349,6 +349,15 @@ def combined_ceiling_summary(jobs: list[dict], ensemble_accuracy: float | None) 
                                "test_accuracy": ensemble_accuracy})
     for member, seed, augment in zip(summary["members"], seeds, augments):
         member.update(seed=seed, augment=augment)
+    if len(jobs) > 1:
+        # The single-model goal is about `--augment` models: judge it on the affine members when
+        # there are any (an elastic member is a different recipe), else on all of them.
+        judged = [m for m in summary["members"] if m["augment"] == "affine"] or summary["members"]
+        spread = summarize(m["test_accuracy"] for m in judged)
+        summary.update(single_goal_recipe=judged[0]["augment"], single_goal_members=len(judged),
+                       single_goal_median=spread["median"],
+                       single_goal_meeting=sum(m["meets_single_goal"] for m in judged),
+                       single_goal_met=spread["median"] is not None and spread["median"] >= SINGLE_GOAL - ACC_EPS)
     return summary
 
 
@@ -370,6 +379,17 @@ def ceiling_recipe(res: dict) -> str:
 def ceiling_models(res: dict) -> str:
     """The ceiling's members in words for the summary table: "5 `--augment` models"."""
     return " and ".join(f"{j['k']} `{' '.join(augment_flags(j['augment']))}` models" for j in ceiling_jobs(res))
+
+
+def single_goal_words(sm: dict, k: int, flags: str | None) -> str:
+    """The single-model goal row's first two cells: which members it is judged on, and how they did."""
+    if "single_goal_recipe" not in sm:
+        return (f"one {f'`{flags}`' if flags else 'augmented'} model >= {SINGLE_GOAL * 100:.2f}% | median of the {k} "
+                f"members {sm['member_median'] * 100:.2f}% ({sm['members_meeting_single_goal']} of {k} reach it)")
+    recipe = " ".join(augment_flags(sm["single_goal_recipe"]))
+    n = sm["single_goal_members"]
+    return (f"one `{recipe}` model >= {SINGLE_GOAL * 100:.2f}% | median of the {n} `{recipe}` members "
+            f"{sm['single_goal_median'] * 100:.2f}% ({sm['single_goal_meeting']} of {n} reach it)")
 
 
 def _member_recipe(member: dict) -> str:
@@ -1738,8 +1758,10 @@ def _summary(suite: Suite) -> list[str]:
     if ce and "error" not in ce:
         sm = ce["summary"]
         rows.append(f"| accuracy ceiling | the goals | {ceiling_models(ce)}, {_n(ce['epochs'], 'epoch')} each: median "
-                    f"**{sm['member_median'] * 100:.2f}%** ({sm['member_min'] * 100:.2f}-{sm['member_max'] * 100:.2f}%); "
-                    f"their ensemble **{sm['ensemble_accuracy'] * 100:.2f}%** | single >= {SINGLE_GOAL * 100:.2f}% "
+                    f"**{sm['member_median'] * 100:.2f}%** ({sm['member_min'] * 100:.2f}-{sm['member_max'] * 100:.2f}%)"
+                    + (f", `{' '.join(augment_flags(sm['single_goal_recipe']))}` ones "
+                       f"**{sm['single_goal_median'] * 100:.2f}%**" if "single_goal_recipe" in sm else "") +
+                    f"; their ensemble **{sm['ensemble_accuracy'] * 100:.2f}%** | single >= {SINGLE_GOAL * 100:.2f}% "
                     f"({'met' if sm['single_goal_met'] else 'NOT met'}), ensemble >= {ENSEMBLE_GOAL * 100:.2f}% "
                     f"({'met' if sm['ensemble_goal_met'] else 'NOT met'}) |")
     p = R.get("predict")
@@ -1996,8 +2018,7 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
           f"{res['train_seconds']:.0f} (all) | |",
           "",
           "| goal | measured | met |", "| --- | --- | --- |",
-          f"| one {f'`{flags}`' if flags else 'augmented'} model >= {SINGLE_GOAL * 100:.2f}% | median of the {k} members "
-          f"{sm['member_median'] * 100:.2f}% ({sm['members_meeting_single_goal']} of {k} reach it) | "
+          f"| {single_goal_words(sm, k, flags)} | "
           f"{'met' if sm['single_goal_met'] else 'NOT met'} |",
           f"| ensemble >= {ENSEMBLE_GOAL * 100:.2f}% | {sm['ensemble_accuracy'] * 100:.2f}% | "
           f"{'met' if sm['ensemble_goal_met'] else 'NOT met'} |", "",

@@ -152,6 +152,9 @@ def test_ceiling_summary_of_two_combined_jobs(suite):
     assert [m["test_accuracy"] for m in s["members"]] == [0.9963, 0.9968, 0.9966]
     assert [m["epochs"] for m in s["members"]] == [2, 2, 2]  # each member's own history
     assert s["member_median"] == 0.9966 and s["ensemble_accuracy"] == 0.9975 and s["ensemble_goal_met"]
+    # the single-model goal is judged on the `--augment` (affine) members alone
+    assert (s["single_goal_recipe"], s["single_goal_members"], s["single_goal_median"]) == ("affine", 1, 0.9966)
+    assert s["single_goal_met"] and s["single_goal_meeting"] == 1
     res = {"jobs": [{"augment": "elastic", "k": 2}, {"augment": "affine", "k": 1}]}
     assert suite.ceiling_recipe(res) == "2 x --augment --elastic + 1 x --augment, combined"
     assert suite.ceiling_models(res) == "2 `--augment --elastic` models and 1 `--augment` models"
