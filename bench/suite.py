@@ -343,7 +343,7 @@ def combined_ceiling_summary(jobs: list[dict], ensemble_accuracy: float | None) 
     for job in jobs:
         own = list(job.get("member_accuracies") or [job.get("test_accuracy")])
         accs += own
-        seeds += list(range(len(own)))
+        seeds += list(range(job.get("seed", 0), job.get("seed", 0) + len(own)))
         augments += [job.get("augment")] * len(own)
     summary = ceiling_summary({"history": _merged_history(jobs), "member_accuracies": accs,
                                "test_accuracy": ensemble_accuracy})
@@ -1065,7 +1065,7 @@ class Suite:
                 res = self.finished_job(job_id.strip())
                 req = res["request"]
                 self.log(f"ceiling: reusing finished job {res['job_id']} ({req['ensemble']} x {req['epochs']} epochs)")
-                runs.append((res, None, req.get("augment") or "affine", req["ensemble"], req["epochs"]))
+                runs.append((res, None, req.get("augment") or "affine", req["ensemble"], req["epochs"], req.get("seed", 0)))
         else:
             for augment in a.ceiling_augment.split(","):
                 argv = [*augment_flags(augment), "--ensemble", str(k), "--epochs", str(e), "--track-test", *data_args,
@@ -1073,14 +1073,14 @@ class Suite:
                 self.log(f"ceiling: digitq submit-train {' '.join(argv)} --wait --json")
                 # K x E augmented cnn epochs of ~25-40 s each, plus a test pass per epoch: ~45-65 min for 5 x 20.
                 res = self.service_train(argv, timeout=max(a.timeout, k * e * 120 + 900))
-                runs.append((res, argv, augment, k, e))
+                runs.append((res, argv, augment, k, e, 0))
         jobs = []
-        for res, argv, augment, jk, je in runs:
+        for res, argv, augment, jk, je, seed in runs:
             own = ceiling_summary(res, seed=0)
             accs = ", ".join(f"{m['test_accuracy'] * 100:.2f}%" for m in own["members"])
             self.log(f"ceiling: job {res['job_id']} ({' '.join(augment_flags(augment))}): members {accs}, "
                      f"its ensemble {res['test_accuracy'] * 100:.2f}%, {res['train_seconds']:.0f} s of training")
-            jobs.append({"job_id": res["job_id"], "augment": augment, "argv": argv, "k": jk, "epochs": je,
+            jobs.append({"job_id": res["job_id"], "augment": augment, "argv": argv, "k": jk, "epochs": je, "seed": seed,
                          "reused": res.get("reused"), "model": res["model"], "test_accuracy": res["test_accuracy"],
                          "member_accuracies": res["member_accuracies"], "train_seconds": res["train_seconds"],
                          "wall_seconds": res["wall_seconds"], "client_seconds": res["client_seconds"],
@@ -1107,7 +1107,7 @@ class Suite:
         first = jobs[0]
         return {"k": len(summary["members"]), "epochs": first["epochs"], "augment": first["augment"],
                 "argv": first["argv"], "data_args": a.data_args, "job_id": first["job_id"], "reused": first["reused"],
-                "jobs": [{key: j[key] for key in ("job_id", "augment", "argv", "k", "epochs", "reused", "model",
+                "jobs": [{key: j[key] for key in ("job_id", "augment", "argv", "k", "epochs", "seed", "reused", "model",
                                                   "test_accuracy", "train_seconds", "wall_seconds")} for j in jobs],
                 "combine_argv": combine_argv,
                 "model": model, "test_accuracy": ensemble,
@@ -1982,7 +1982,8 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
         flags = " ".join(augment_flags(job["augment"]))
         reused = job.get("reused")
         if reused:
-            return (f"`digitq submit-train {flags} --ensemble {job['k']} --epochs {job['epochs']} --track-test{images}`, "
+            seed = f" --seed {job['seed']}" if job.get("seed") else ""
+            return (f"`digitq submit-train {flags} --ensemble {job['k']}{seed} --epochs {job['epochs']} --track-test{images}`, "
                     f"job {reused['job_id']}, finished {reused['finished']} and reused here with `--ceiling-job`")
         return f"`digitq submit-train {' '.join(job['argv'])} --wait --json`"
 
@@ -1997,7 +1998,8 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
         flags = None
         L = [f"{len(jobs)} service jobs, one after the other, each training its models one after another:", ""]
         L += [f"- {command(j)}: {j['k']} models, each the default cnn with {AUGMENT_WORDS[j['augment']]}, "
-              f"seeds 0..{j['k'] - 1}; its own ensemble scored {j['test_accuracy'] * 100:.2f}%" for j in jobs]
+              f"seeds {j.get('seed', 0)}..{j.get('seed', 0) + j['k'] - 1}; its own ensemble scored "
+              f"{j['test_accuracy'] * 100:.2f}%" for j in jobs]
         L += ["", f"then `digitq {' '.join(res['combine_argv'])}` registered `{res['model']}`, which averages all "
               f"{k} networks' probabilities (each network weighs the same)."]
     L[-1] += (" Test accuracies are on the MNIST test set"

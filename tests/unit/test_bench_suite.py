@@ -145,10 +145,10 @@ def test_ceiling_summary_of_two_combined_jobs(suite):
     elastic = {"augment": "elastic", "member_accuracies": [0.9963, 0.9968], "test_accuracy": 0.9972,
                "history": [{**e, "member": m} for m in (1, 2) for e in _hist(0.990, 0.9963)]}
     affine = {"augment": "affine", "member_accuracies": [], "test_accuracy": 0.9966,  # a one-model job
-              "history": _hist(0.991, 0.9966)}
+              "history": _hist(0.991, 0.9966), "seed": 5}
     s = suite.combined_ceiling_summary([elastic, affine], 0.9975)
     assert [(m["member"], m["seed"], m["augment"]) for m in s["members"]] == [
-        (1, 0, "elastic"), (2, 1, "elastic"), (3, 0, "affine")]
+        (1, 0, "elastic"), (2, 1, "elastic"), (3, 5, "affine")]
     assert [m["test_accuracy"] for m in s["members"]] == [0.9963, 0.9968, 0.9966]
     assert [m["epochs"] for m in s["members"]] == [2, 2, 2]  # each member's own history
     assert s["member_median"] == 0.9966 and s["ensemble_accuracy"] == 0.9975 and s["ensemble_goal_met"]
