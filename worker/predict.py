@@ -96,10 +96,7 @@ def predict_pixels(settings: Settings, record: dict, pixels: np.ndarray) -> np.n
 
 
 def decode_pixels(b64: str, count: int) -> np.ndarray:
-    raw = base64.b64decode(b64, validate=True)
-    if len(raw) != count * PIXELS_PER_IMAGE:
-        raise DigitqError(f"pixels hold {len(raw)} bytes, expected {count} x {PIXELS_PER_IMAGE}")
-    return np.frombuffer(raw, np.uint8).reshape(count, 28, 28)
+    return _digits(base64.b64decode(b64, validate=True), count, "pixels hold")
 
 
 def fetch_pixels(r, key: str, count: int) -> np.ndarray:
@@ -109,8 +106,13 @@ def fetch_pixels(r, key: str, count: int) -> np.ndarray:
     if raw is None:
         raise DataError(f"the chunk's pixels ({key}) are gone from Redis: the client that sent it gave up, "
                         "or they expired")
+    return _digits(raw, count, f"{key} holds")
+
+
+def _digits(raw: bytes, count: int, what: str) -> np.ndarray:
+    """`count` packed 28 x 28 digits as an array; DigitqError("<what> N bytes, ...") if the size is wrong."""
     if len(raw) != count * PIXELS_PER_IMAGE:
-        raise DigitqError(f"{key} holds {len(raw)} bytes, expected {count} x {PIXELS_PER_IMAGE}")
+        raise DigitqError(f"{what} {len(raw)} bytes, expected {count} x {PIXELS_PER_IMAGE}")
     return np.frombuffer(raw, np.uint8).reshape(count, 28, 28)
 
 
