@@ -341,7 +341,7 @@ def combined_ceiling_summary(jobs: list[dict], ensemble_accuracy: float | None) 
     members numbered on across the jobs, each with its job's augmentation and its own seed."""
     accs, seeds, augments = [], [], []
     for job in jobs:
-        own = list(job.get("member_accuracies") or [job.get("test_accuracy")])
+        own = _member_accuracies(job)
         accs += own
         seeds += list(range(job.get("seed", 0), job.get("seed", 0) + len(own)))
         augments += [job.get("augment")] * len(own)
@@ -396,13 +396,18 @@ def _member_recipe(member: dict) -> str:
     return f"{' '.join(augment_flags(member['augment']))}, " if member.get("augment") else ""
 
 
+def _member_accuracies(job: dict) -> list:
+    """A job's member test accuracies (a one-model job: its own accuracy)."""
+    return list(job.get("member_accuracies") or [job.get("test_accuracy")])
+
+
 def _merged_history(jobs: list[dict]) -> list[dict]:
     """The jobs' histories as one, members numbered on across the jobs."""
     out, offset = [], 0
     for job in jobs:
         per = split_members(job.get("history") or [])
         out += [{**e, "member": m + offset} for m, entries in per.items() for e in entries]
-        offset += len(job.get("member_accuracies") or [job.get("test_accuracy")])
+        offset += len(_member_accuracies(job))
     return out
 
 
