@@ -88,7 +88,7 @@ def test_malformed_messages_fail_with_a_reason(shared_worker, client_env, args, 
 
 def test_job_ids_with_path_parts_are_refused(shared_worker, client_env, shared_home):
     client = Client(client_env["DIGITQ_BROKER_URL"])
-    r = client.app.send_task(TRAIN_TASK, args=[{"epochs": 1}], task_id="../escape", queue="train")
+    client.app.send_task(TRAIN_TASK, args=[{"epochs": 1}], task_id="../escape", queue="train")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and b'"FAILURE"' not in (client.redis.get("celery-task-meta-../escape") or b""):
         time.sleep(0.2)
