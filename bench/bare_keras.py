@@ -18,6 +18,10 @@ It prints one JSON object (last line of stdout; also --out): the phases' seconds
 history, test accuracy, and the versions of TensorFlow and Keras. The service's `wall_seconds`
 is compared with `timed_seconds` = fit + eval + save.
 
+It uses the worker's CPU kernels (TensorFlow's oneDNN, `devices.prefer_onednn`), so that a
+comparison with the service measures the service, not a kernel choice; TF_ENABLE_ONEDNN_OPTS=0
+or =1 in its environment overrides that (the suite's `onednn` benchmark).
+
 --strategy none (default) is what a user's script does: no tf.distribute. --strategy mirrored
 uses digitq's own device set-up (DIGITQ_CPU_REPLICAS logical CPU devices) and strategy, as the
 worker does: MirroredStrategy with 2 or more devices, TensorFlow's default strategy with one.
@@ -68,12 +72,15 @@ def main(argv=None) -> int:
 
     settings = load_settings()  # DIGITQ_DATA_DIR, DIGITQ_CPU_REPLICAS
     t = time.perf_counter()
+    from digitq.worker.devices import prefer_onednn
+
+    prefer_onednn()  # before TensorFlow starts: the same CPU kernels as the worker
     import keras
     import numpy as np
     import tensorflow as tf
 
     from digitq.worker import data
-    from digitq.worker.devices import configure_devices, make_strategy
+    from digitq.worker.devices import configure_devices, make_strategy, onednn_enabled
     from digitq.worker.augment import make_augmenter
     from digitq.worker.model import build_model, compile_model, resolve_hparams
     from digitq.worker.train import PREDICT_BATCH, _pixel_stats
@@ -191,7 +198,7 @@ def main(argv=None) -> int:
         "arch": hp.arch, "epochs": request.epochs, "train_images": len(ds.train), "validation_images": len(ds.val),
         "test_images": len(ds.test) if ds.test is not None else 0, "batch_size_per_replica": hp.batch_size,
         "global_batch": global_batch, "replicas": replicas, "strategy": args.strategy,
-        "device_type": info.get("device_type"),
+        "device_type": info.get("device_type"), "onednn": onednn_enabled(),
         "phases_seconds": {k: round(v, 4) for k, v in phases.items()},
         "timed_seconds": round(timed, 4),  # fit + eval + save, like the service's wall_seconds
         "train_seconds": round(sum(e["seconds"] for e in timer.entries), 3),  # sum of epochs, like the service's

@@ -111,6 +111,26 @@ def cpu_model() -> str:
     return "unknown"
 
 
+def cpu_isa() -> str:
+    """The widest vector instructions the CPU offers, as TensorFlow's kernels care about them:
+    "AVX2", "AVX-512 (VNNI, BF16)", "AMX, AVX-512 (...)" ("unknown" without /proc/cpuinfo)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    if not flags:
+        return "unknown"
+    if "avx512f" in flags:
+        extras = [name for flag, name in (("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16")) if flag in flags]
+        isa = "AVX-512" + (f" ({', '.join(extras)})" if extras else "")
+        return ("AMX, " + isa) if "amx_tile" in flags else isa
+    return "AVX2" if "avx2" in flags else "no AVX2"
+
+
 def machine_info() -> dict:
     model = cpu_model()
     try:
@@ -270,6 +290,9 @@ def profile_load_image(files: list[Path], chunk: int) -> float:
 
 def load_keras_model(path: str):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from digitq.worker.devices import prefer_onednn
+
+    prefer_onednn()  # before TensorFlow starts: the same CPU kernels as the worker
     import keras
     import tensorflow as tf
 

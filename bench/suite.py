@@ -67,9 +67,9 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 PLOTS = BENCH / "plots"
 REPORT = REPO / "BENCHMARKS.md"
-BENCHMARKS = ("overhead", "tta", "ceiling", "queue", "predict", "scaling")
+BENCHMARKS = ("overhead", "tta", "ceiling", "queue", "predict", "scaling", "onednn")
 """Run order: queue before predict (predict_throughput.py is the longest-running client of the stack)."""
-REPORT_ORDER = ("overhead", "tta", "ceiling", "predict", "queue", "scaling")
+REPORT_ORDER = ("overhead", "tta", "ceiling", "predict", "queue", "scaling", "onednn")
 THRESHOLDS = (0.985, 0.990, 0.993, 0.994, 0.995)
 OVERHEAD_GOAL = 1.05
 """Service wall_seconds / bare fit+eval+save, median over the pairs: at most this."""
@@ -444,6 +444,8 @@ def format_stamp(stamp: dict | None, timing: dict | None = None) -> str:
     if not stamp:
         return "_When this ran is not recorded._"
     parts = [f"ran {stamp.get('ran_at') or 'at an unrecorded time'}", f"git {stamp.get('git') or 'unknown'}"]
+    if stamp.get("cpu"):
+        parts.append(f"on {stamp['cpu']}")
     if stamp.get("repeats"):
         parts.append(f"{stamp['repeats']} repeat{'s' if stamp['repeats'] != 1 else ''}")
     if timing and timing.get("seconds") is not None:
@@ -455,6 +457,11 @@ def format_stamp(stamp: dict | None, timing: dict | None = None) -> str:
     if stamp.get("quick"):
         text += " **Smoke run (--quick): not real figures.**"
     return text
+
+
+def cpu_label(machine: dict) -> str:
+    """The CPU a section ran on, for its stamp: the model name and its vector instructions."""
+    return f"{machine.get('cpu', 'unknown CPU')} ({machine.get('cpu_isa', 'instructions not recorded')})"
 
 
 def backfill_stamps(doc: dict) -> None:
@@ -614,6 +621,20 @@ def git_state() -> tuple[str | None, bool]:
     return commit, dirty
 
 
+def tf_default_onednn() -> bool | None:
+    """Whether TensorFlow turns its oneDNN kernels on by itself on this CPU: a fresh interpreter that
+    imports TensorFlow without digitq and without TF_ENABLE_ONEDNN_OPTS (None if it cannot tell)."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    code = "from tensorflow.python.util import _pywrap_util_port as p; print(p.IsMklEnabled())"
+    try:
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    last = (out.stdout.strip().splitlines() or [""])[-1]
+    return {"True": True, "False": False}.get(last)
+
+
 def machine_info() -> dict:
     from importlib import metadata
 
@@ -626,7 +647,7 @@ def machine_info() -> dict:
         return None
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from predict_throughput import cpu_model
+    from predict_throughput import cpu_isa, cpu_model
 
     cpu = cpu_model()
     mem = None
@@ -641,7 +662,8 @@ def machine_info() -> dict:
     except AttributeError:
         usable = os.cpu_count()
     commit, dirty = git_state()
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "usable_cpus": usable, "memory_gib": mem,
+    return {"cpu": cpu, "cpu_isa": cpu_isa(), "tf_default_onednn": tf_default_onednn(), "logical_cpus": os.cpu_count(),
+            "usable_cpus": usable, "memory_gib": mem,
             "python": platform.python_version(), "tensorflow": version("tensorflow-cpu", "tensorflow"),
             "keras": version("keras"), "celery": version("celery"), "redis_py": version("redis"),
             "numpy": version("numpy"), "platform": platform.platform(), "hostname": socket.gethostname(),
@@ -696,7 +718,7 @@ class Suite:
 
     def repeats_of(self, name: str) -> int | None:
         return {"overhead": self.args.overhead_repeats, "predict": self.args.repeats,
-                "scaling": self.args.repeats}.get(name)
+                "scaling": self.args.repeats, "onednn": self.args.repeats}.get(name)
 
     def cli(self, args: list[str], check: bool = True, timeout: float | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(self.digitq + args, env=self.env, capture_output=True, text=True,
@@ -833,7 +855,7 @@ class Suite:
                 t = time.perf_counter()
                 load = os.getloadavg()[0]
                 stamp = {"ran_at": utc_now(), "git": git_label(*git_state()), "quick": self.args.quick,
-                         "repeats": self.repeats_of(name)}
+                         "repeats": self.repeats_of(name), "cpu": cpu_label(self.machine)}
                 meter = self.meter()
                 try:
                     self.results[name] = getattr(self, f"bench_{name}")()
@@ -1336,6 +1358,39 @@ class Suite:
                 "replica_speedup_epoch": _div(rep["2"]["epoch_images_per_second"], rep["1"]["epoch_images_per_second"]),
                 "worker_speedup": _div(wk["1"]["total_seconds"], wk["2"]["total_seconds"])}
 
+    def bench_onednn(self) -> dict:
+        """The worker's oneDNN default (devices.prefer_onednn) against TensorFlow's own choice on this CPU."""
+        a = self.args
+        args = ["--epochs", "1", "--train-size", str(a.scale_images), "--validation-size", "0", "--steady"]
+        runs = {"0": [], "1": []}
+        for i in range(a.repeats):
+            for v in (("0", "1") if i % 2 == 0 else ("1", "0")):
+                r = self.bare_train(args, {"TF_ENABLE_ONEDNN_OPTS": v})
+                if r.get("onednn") is not None and r["onednn"] != (v == "1"):
+                    raise RuntimeError(f"TF_ENABLE_ONEDNN_OPTS={v} but TensorFlow reports oneDNN {r['onednn']}")
+                runs[v].append(r)
+                self.log(f"oneDNN {'on' if v == '1' else 'off'}: {r['steady_images_per_second'] or 0:,.0f} images/s "
+                         f"training (steady), test evaluation {r['phases_seconds']['eval']:.2f} s, "
+                         f"accuracy {r['test_accuracy']:.4f}")
+        sides = {}
+        for v, rs in runs.items():
+            sides[v] = {"steady_images_per_second": median(r["steady_images_per_second"] for r in rs),
+                        "epoch_images_per_second": median(r["history"][0]["images_per_second"] for r in rs),
+                        "eval_seconds": median(r["phases_seconds"]["eval"] for r in rs),
+                        "eval_images_per_second": median(r["test_images"] / r["phases_seconds"]["eval"] for r in rs),
+                        "test_accuracy": median(r["test_accuracy"] for r in rs),
+                        "other_share": median((r.get("cpu") or {}).get("other_share") for r in rs),
+                        "runs": [{"steady_images_per_second": r["steady_images_per_second"],
+                                  "epoch_images_per_second": r["history"][0]["images_per_second"],
+                                  "eval_seconds": r["phases_seconds"]["eval"], "test_accuracy": r["test_accuracy"],
+                                  "onednn": r.get("onednn"), "cpu": r.get("cpu")} for r in rs]}
+        off, on = sides["0"], sides["1"]
+        return {"train_images": a.scale_images, "test_images": runs["1"][0]["test_images"],
+                "cpu": cpu_label(self.machine), "tf_default": self.machine.get("tf_default_onednn"),
+                "sides": sides,
+                "train_speedup": _div(on["steady_images_per_second"], off["steady_images_per_second"]),
+                "eval_speedup": _div(on["eval_images_per_second"], off["eval_images_per_second"])}
+
     # --- outputs --------------------------------------------------------------------------------
     def write_json(self) -> None:
         doc = {"quick": self.args.quick, "args": {k: v for k, v in vars(self.args).items()},
@@ -1372,6 +1427,14 @@ class Suite:
         if getattr(self, "_quick_plot", self.args.quick):
             text += "\nSMOKE RUN (--quick): small data, not real figures"
         ax_or_fig.suptitle(text, fontsize=11) if hasattr(ax_or_fig, "suptitle") else ax_or_fig.set_title(text, fontsize=11)
+
+    @staticmethod
+    def _save(fig, path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
 
     def plot_overhead(self, res: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -1432,9 +1495,7 @@ class Suite:
         ax3.legend(fontsize=7, loc="upper right")
         ax3.set_title(f"per-pair ratios: headline = median {pairs['wall']['median']:.3f}", fontsize=9)
         self._title(fig, "Training overhead: digitq vs bare Keras")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        self._save(fig, path)
 
     def plot_tta(self, res: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -1479,9 +1540,7 @@ class Suite:
                      f"{'> ' if goal['lower_bound'] else ''}{goal['ratio']:.1f}x")
             head += f"\nseed-cnn / cnn at {target * 100:.1f}%: {ratio} (goal >= {res['goal_ratio']:g}x: {goal['status']})"
         self._title(ax, head)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        self._save(fig, path)
 
     def plot_ceiling(self, res: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -1517,9 +1576,7 @@ class Suite:
         took = res["train_seconds"]
         self._title(ax, f"Accuracy ceiling: {ceiling_recipe(res)}, {_n(res['epochs'], 'epoch')} each "
                         f"({f'{took / 60:.0f} min' if took >= 120 else f'{took:.0f} s'} of training)")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        self._save(fig, path)
 
     def plot_queue(self, res: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -1541,9 +1598,7 @@ class Suite:
         b = res["burst"]
         self._title(ax, f"Queue latency of {res['n']} tiny predict tasks, one at a time; "
                         f"{res['n']} at once: {b['jobs_per_second']:.1f} tasks/s")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        self._save(fig, path)
 
     def plot_predict(self, res: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -1563,9 +1618,7 @@ class Suite:
         ax.invert_yaxis()
         ax.set_xlabel("images per second (log scale)")
         self._title(ax, f"Prediction throughput, {res['n']:,} MNIST test PNGs")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        self._save(fig, path)
 
     def plot_scaling(self, res: dict, path: Path) -> None:
         import matplotlib.pyplot as plt
@@ -1601,11 +1654,28 @@ class Suite:
         ax2.set_title(f"2 concurrent jobs of {res['train_images']:,} images: speed-up "
                       f"{res['worker_speedup'] or 0:.2f}x", fontsize=9)
         self._title(fig, f"Scaling on {self.machine['usable_cpus']} CPU cores")
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        self._save(fig, path)
 
     # --- the report -------------------------------------------------------------------------------
+    def plot_onednn(self, res: dict, path: Path) -> None:
+        import matplotlib.pyplot as plt
+
+        off, on = res["sides"]["0"], res["sides"]["1"]
+        fig, ax = plt.subplots(figsize=(8, 3.4))
+        groups = [("training (steady)", "steady_images_per_second"), ("test evaluation", "eval_images_per_second")]
+        for j, (label, color, side) in enumerate((("oneDNN off", "#c44e52", off), ("oneDNN on", "#55a868", on))):
+            vals = [side[key] or 0 for _, key in groups]
+            bars = ax.barh([i + j * 0.38 for i in range(len(groups))], vals, height=0.36, color=color, label=label)
+            for bar, v in zip(bars, vals):
+                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f"  {v:,.0f}/s", va="center", fontsize=8)
+        ax.set_yticks([i + 0.19 for i in range(len(groups))], [g for g, _ in groups])
+        ax.set_xlim(0, max(side[key] or 0 for side in (off, on) for _, key in groups) * 1.18)
+        ax.set_xlabel("images per second")
+        ax.grid(alpha=0.3, axis="x")
+        ax.legend(fontsize=8, loc="lower right")
+        self._title(ax, f"TensorFlow's oneDNN kernels on {res['cpu']}: training {fr(res['train_speedup'])}")
+        self._save(fig, path)
+
     def write_report(self) -> None:
         report = Path(self.args.report)
         report = report if report.is_absolute() else REPO / report
@@ -1648,6 +1718,7 @@ SECTION_TITLES = {
     "predict": "Prediction throughput",
     "queue": "Queue latency and throughput",
     "scaling": "Scaling: replicas and workers",
+    "onednn": "CPU kernels: TensorFlow's oneDNN on or off",
 }
 
 
@@ -1684,14 +1755,15 @@ def render_report(suite: Suite, base: Path) -> str:
           "(`--overhead-repeats`, default 5 pairs of 2-epoch jobs, plus a cold start each); `tta` ~10-40 min (the",
           "cnn's 5 epochs, then the seed-cnn with `--epochs 30` (`--seed-epochs`), cancelled as soon as it reaches",
           "`--seed-target`, default 99.4%); `ceiling` ~1 h (`--ceiling-k` 5 models x `--ceiling-epochs` 20);",
-          "`queue` under 1 min; `predict` and `scaling` ~3 min each (`--repeats`, default 3).", "",
+          "`queue` under 1 min; `predict`, `scaling` and `onednn` ~3-5 min each (`--repeats`, default 3).", "",
           "It needs the `worker` extra and matplotlib (`pip install matplotlib`, for the plots), and the four MNIST",
           "files in `$DIGITQ_DATA_DIR/mnist` (default `../shared/data`). It starts the embedded stack in a fresh",
           "`DIGITQ_HOME` and stops it at the end. Raw results: `bench/results/suite.json` (committed; `predict.json`",
           "and the logs next to it are not); plots: `bench/plots/`.", "",
           "## Machine", "",
           "| | |", "| --- | --- |",
-          f"| CPU | {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable) |",
+          f"| CPU | {m['cpu']}{' (' + m['cpu_isa'] + ')' if m.get('cpu_isa') else ''}, {m['logical_cpus']} logical "
+          f"CPUs ({m['usable_cpus']} usable){_onednn_words(m)} |",
           f"| memory | {m['memory_gib']} GiB |",
           f"| software | Python {m['python']}, TensorFlow {m['tensorflow']}, Keras {m['keras']}, Celery {m['celery']}, "
           f"redis-py {m['redis_py']}, NumPy {m['numpy']} |",
@@ -1705,6 +1777,10 @@ def render_report(suite: Suite, base: Path) -> str:
         L.append("| kept from earlier runs | " + "; ".join(
             f"{b} ({(R[b].get('stamp') or {}).get('ran_at') or 'date unknown'}, git "
             f"{(R[b].get('stamp') or {}).get('git') or 'unknown'})" for b in kept) + " |")
+    elsewhere = [b for b in BENCHMARKS if b in R and (R[b].get("stamp") or {}).get("cpu") != cpu_label(m)]
+    if elsewhere and m.get("cpu_isa"):
+        L.append(f"| measured on another CPU, or one not recorded | {', '.join(elsewhere)}: each section's stamp names "
+                 "its CPU where it was recorded; compare their times with care |")
     L += [f"| CPU used by other processes meanwhile (share of all cores; /proc/stat minus this suite, its "
           f"children, the embedded stack and the second worker) | {noise} |", ""]
     if noisy:
@@ -1727,6 +1803,13 @@ def render_report(suite: Suite, base: Path) -> str:
         if plot:
             L += [f"![{name}]({_rel(plot, base)})", ""]
     return "\n".join(L).rstrip() + "\n"
+
+
+def _onednn_words(m: dict) -> str:
+    if m.get("tf_default_onednn") is None:
+        return ""
+    return (f"; TensorFlow's oneDNN kernels: {'on' if m['tf_default_onednn'] else 'off'} by TensorFlow's own "
+            "default, on in digitq's worker")
 
 
 def _summary(suite: Suite) -> list[str]:
@@ -1785,6 +1868,12 @@ def _summary(suite: Suite) -> list[str]:
     if sc and "error" not in sc:
         rows.append(f"| scaling | 1 replica / 1 worker | 2 replicas **{fr(sc['replica_speedup_steady'])}** images/s; "
                     f"2 workers **{fr(sc['worker_speedup'])}** on 2 jobs | - |")
+    k = R.get("onednn")
+    if k and "error" not in k:
+        rows.append(f"| CPU kernels on {k['cpu']} | TensorFlow's own choice "
+                    f"(oneDNN {'on' if k['tf_default'] else 'off' if k['tf_default'] is False else 'unknown'}) | "
+                    f"oneDNN on: training **{fr(k['train_speedup'])}** images/s, test evaluation "
+                    f"**{fr(k['eval_speedup'])}** | - |")
     if not rows:
         return []
     return ["## Summary", "", "| benchmark | competitor | result (medians) | goal |", "| --- | --- | --- | --- |",
@@ -1981,7 +2070,7 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
     sm, ev, reg = res["summary"], res["evaluate"], res.get("registry") or {}
     k, e = res["k"], res["epochs"]
     jobs = ceiling_jobs(res)
-    images = (f" --validation-size 0" if res.get("train_images") == 60_000 else "")
+    images = (" --validation-size 0" if res.get("train_images") == 60_000 else "")
 
     def command(job: dict) -> str:
         flags = " ".join(augment_flags(job["augment"]))
@@ -2048,7 +2137,7 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
 
 
 def _section_predict(suite: Suite, res: dict) -> list[str]:
-    r, g, mdl = res["results"], res["goals"], res["model"]
+    r, mdl = res["results"], res["model"]
     L = [f"`bench/predict_throughput.py` (run by the suite with `-n {res['n']}`; its own JSON is "
          "`bench/results/predict.json`): the same model and the same MNIST test digits, written as real "
          f"{res['png_size']}x{res['png_size']} PNG files (dark ink on white), through (a) bare Keras `model.predict` on the",
@@ -2077,7 +2166,7 @@ def _section_predict(suite: Suite, res: dict) -> list[str]:
 def _section_queue(suite: Suite, res: dict) -> list[str]:
     sd, sf, b = res["sequential_default_poll"], res["sequential_fine_poll"], res["burst"]
     return [
-        f"Tiny tasks on the warm embedded worker, sent with the Python client API: `digitq.predict` on one image",
+        "Tiny tasks on the warm embedded worker, sent with the Python client API: `digitq.predict` on one image",
         f"(784 zero bytes) with model `{res['model']}`, `c.app.send_task(..., queue=\"predict\")` then",
         "`c.wait_result(id)`; 3 untimed warm-up tasks first. The competitor is the worker's own time per task",
         "(Celery's `succeeded in` in worker.log): what the queue round trip adds on top of it.", "",
@@ -2098,7 +2187,7 @@ def _section_queue(suite: Suite, res: dict) -> list[str]:
 def _section_scaling(suite: Suite, res: dict) -> list[str]:
     rep, wk = res["replicas"], res["workers"]
     cores = suite.machine["usable_cpus"]
-    L = [f"**Replicas.** `bench/bare_keras.py --strategy mirrored` (digitq's own device set-up and strategy: "
+    L = ["**Replicas.** `bench/bare_keras.py --strategy mirrored` (digitq's own device set-up and strategy: "
          "MirroredStrategy for 2 replicas; for 1, MirroredStrategy too in runs before git f121a83, TensorFlow's "
          "default strategy since)",
          f"in a fresh process with `DIGITQ_CPU_REPLICAS=1` and `=2`: 1 epoch of the default cnn on "
@@ -2130,6 +2219,32 @@ def _section_scaling(suite: Suite, res: dict) -> list[str]:
           f"All of this runs on the same {cores} CPU cores: a second replica or worker process can only use the",
           "cycles one TensorFlow process leaves idle (single-threaded tracing, input pipeline stalls, evaluation),",
           "so these figures show how much of that there is, not what more machines would give.", ""]
+    return L
+
+
+def _section_onednn(suite: Suite, res: dict) -> list[str]:
+    tf_default = {True: "on", False: "off"}.get(res["tf_default"], "not known")
+    L = ["TensorFlow turns its oneDNN CPU kernels on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX.",
+         "digitq's worker turns them on for every x86-64 CPU (`TF_ENABLE_ONEDNN_OPTS=1` unless it is set; see",
+         "`digitq.worker.devices.prefer_onednn`). The competitor is TensorFlow's own choice, which on this CPU "
+         f"({res['cpu']}) is **{tf_default}**.", "",
+         f"`bench/bare_keras.py --epochs 1 --train-size {res['train_images']} --validation-size 0 --steady` in a "
+         "fresh process with `TF_ENABLE_ONEDNN_OPTS=0` and `=1`, alternating which goes first: 1 epoch of the",
+         f"default cnn on {res['train_images']:,} images, then `model.evaluate` on the {res['test_images']:,} test "
+         "images. Steady = the first epoch's batches after a short warm-up.", "",
+         "| oneDNN | images/s training (steady) | images/s whole epoch | test evaluation (s) | images/s evaluation | "
+         "test accuracy | other processes' CPU share (median) |",
+         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for v, label in (("0", "off"), ("1", "on")):
+        x = res["sides"][v]
+        L.append(f"| {label} | {x['steady_images_per_second'] or 0:,.0f} | {x['epoch_images_per_second'] or 0:,.0f} | "
+                 f"{x['eval_seconds']:.2f} | {x['eval_images_per_second']:,.0f} | {x['test_accuracy'] * 100:.2f}% | "
+                 f"{pct(x.get('other_share'))} |")
+    L += [f"| **on / off** | **{fr(res['train_speedup'])}** | | | **{fr(res['eval_speedup'])}** | | |", "",
+          "Per run (training images/s, steady): "
+          + "; ".join(f"{'on' if v == '1' else 'off'} "
+                      + ", ".join(f"{r['steady_images_per_second'] or 0:,.0f}" for r in res["sides"][v]["runs"])
+                      for v in ("0", "1")) + ".", ""]
     return L
 
 

@@ -31,3 +31,46 @@ def test_gpu_selection_sets_cuda_visible_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     select_gpus_env(load_settings())
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1,3"
+
+
+def test_onednn_is_preferred_on_x86_64_unless_the_user_chose():
+    from digitq.worker.devices import prefer_onednn
+
+    env = {}
+    prefer_onednn(env, machine="x86_64")
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    env = {}
+    prefer_onednn(env, machine="AMD64")
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    env = {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    prefer_onednn(env, machine="x86_64")
+    assert env == {"TF_ENABLE_ONEDNN_OPTS": "0"}  # the user's choice stands
+    env = {}
+    prefer_onednn(env, machine="aarch64")
+    assert env == {}  # TensorFlow's own default elsewhere
+
+
+def _onednn_in_fresh_tensorflow(**env_extra) -> str:
+    """What TensorFlow reports in a fresh interpreter that imports digitq.worker first, as the worker does."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    env.update(TF_CPP_MIN_LOG_LEVEL="3", **env_extra)
+    code = ("import digitq.worker\nfrom digitq.worker.devices import onednn_enabled\n"
+            "import os\nprint(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), onednn_enabled())")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_the_worker_runs_tensorflow_with_onednn_on_x86_64():
+    import platform
+
+    import pytest
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("oneDNN is only chosen by digitq on x86-64")
+    assert _onednn_in_fresh_tensorflow() == "1 True"
+    assert _onednn_in_fresh_tensorflow(TF_ENABLE_ONEDNN_OPTS="0") == "0 False"

@@ -199,3 +199,31 @@ def test_load_suite_json(suite, tmp_path):
 
 def test_clean_json_still_strict(suite):
     assert suite.clean_json({"a": math.nan, "b": [1.0, math.inf]}) == {"a": None, "b": [1.0, None]}
+
+
+def test_stamps_name_the_cpu(suite):
+    machine = {"cpu": "AMD EPYC", "cpu_isa": "AVX2"}
+    assert suite.cpu_label(machine) == "AMD EPYC (AVX2)"
+    line = suite.format_stamp({"ran_at": "x", "git": "y", "cpu": suite.cpu_label(machine)})
+    assert "on AMD EPYC (AVX2)" in line
+    assert " on " not in suite.format_stamp({"ran_at": "x", "git": "y"})  # older stamps: no CPU recorded
+
+
+def test_onednn_section_and_summary(suite):
+    def side(steady, ev, acc):
+        return {"steady_images_per_second": steady, "epoch_images_per_second": steady * 0.9, "eval_seconds": ev,
+                "eval_images_per_second": 10_000 / ev, "test_accuracy": acc, "other_share": 0.01,
+                "runs": [{"steady_images_per_second": steady}]}
+
+    res = {"train_images": 20000, "test_images": 10000, "cpu": "AMD EPYC (AVX2)", "tf_default": False,
+           "sides": {"0": side(700.0, 4.0, 0.985), "1": side(1050.0, 2.0, 0.986)},
+           "train_speedup": 1.5, "eval_speedup": 2.0}
+    text = "\n".join(suite._section_onednn(None, res))
+    assert "| off | 700 |" in text and "| on | 1,050 |" in text and "**1.50x**" in text and "**2.00x**" in text
+    assert "this CPU (AMD EPYC (AVX2)) is **off**" in text
+
+    class Fake:
+        results = {"onednn": res}
+
+    rows = "\n".join(suite._summary(Fake()))
+    assert "TensorFlow's own choice (oneDNN off)" in rows and "training **1.50x**" in rows
