@@ -27,9 +27,10 @@ def prefer_onednn(environ=os.environ, machine: str | None = None) -> None:
     """Turn on TensorFlow's oneDNN CPU kernels on x86-64, unless TF_ENABLE_ONEDNN_OPTS is set.
 
     TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. On an
-    AVX2-only CPU (an AMD EPYC Zen 3 here) they were off, and training the default cnn ran
-    ~1.4-1.9x slower than with them (bench/onednn.py). TensorFlow reads the variable when it
-    starts, so this must run before `import tensorflow`; TF_ENABLE_ONEDNN_OPTS=0 keeps them off.
+    AVX2-only CPU (an AMD EPYC here) they were off, and the default cnn trained 1.82x and
+    evaluated 1.98x slower than with them (`bench/suite.py --only onednn`). TensorFlow reads
+    the variable when it starts, so this must run before `import tensorflow`;
+    TF_ENABLE_ONEDNN_OPTS=0 keeps them off.
     """
     machine = (machine or platform.machine()).lower()
     if machine in ("x86_64", "amd64"):
