@@ -41,9 +41,10 @@ def onednn_enabled() -> bool | None:
     """Whether TensorFlow runs its oneDNN kernels (None if this TensorFlow cannot tell)."""
     try:
         from tensorflow.python.util import _pywrap_util_port  # private, but the only way to ask
-    except ImportError:
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
         return None
-    return bool(_pywrap_util_port.IsMklEnabled())
 
 
 def select_gpus_env(settings: Settings) -> None:
