@@ -339,16 +339,16 @@ def ceiling_summary(result: dict, seed: int = 0) -> dict:
 def combined_ceiling_summary(jobs: list[dict], ensemble_accuracy: float | None) -> dict:
     """`ceiling_summary` over the members of several ensemble jobs combined into one model:
     members numbered on across the jobs, each with its job's augmentation and its own seed."""
-    accs, seeds, augments = [], [], []
+    accs, seeds, recipes = [], [], []
     for job in jobs:
         own = _member_accuracies(job)
         accs += own
         seeds += list(range(job.get("seed", 0), job.get("seed", 0) + len(own)))
-        augments += [job.get("augment")] * len(own)
+        recipes += [{"augment": job.get("augment"), "model_flags": job.get("model_flags") or []}] * len(own)
     summary = ceiling_summary({"history": _merged_history(jobs), "member_accuracies": accs,
                                "test_accuracy": ensemble_accuracy})
-    for member, seed, augment in zip(summary["members"], seeds, augments):
-        member.update(seed=seed, augment=augment)
+    for member, seed, recipe in zip(summary["members"], seeds, recipes):
+        member.update(seed=seed, **recipe)
     if len(jobs) > 1:
         # The single-model goal is about `--augment` models: judge it on the affine members when
         # there are any (an elastic member is a different recipe), else on all of them.
@@ -372,13 +372,13 @@ def ceiling_recipe(res: dict) -> str:
     """The ceiling's ensemble in flags: "--augment --ensemble 5", or "5 x --augment --elastic + 5 x --augment"."""
     jobs = ceiling_jobs(res)
     if len(jobs) == 1:
-        return f"{' '.join(augment_flags(jobs[0]['augment']))} --ensemble {jobs[0]['k']}"
-    return " + ".join(f"{j['k']} x {' '.join(augment_flags(j['augment']))}" for j in jobs) + ", combined"
+        return f"{' '.join(recipe_flags(jobs[0]))} --ensemble {jobs[0]['k']}"
+    return " + ".join(f"{j['k']} x {' '.join(recipe_flags(j))}" for j in jobs) + ", combined"
 
 
 def ceiling_models(res: dict) -> str:
     """The ceiling's members in words for the summary table: "5 `--augment` models"."""
-    return " and ".join(f"{j['k']} `{' '.join(augment_flags(j['augment']))}` models" for j in ceiling_jobs(res))
+    return " and ".join(f"{j['k']} `{' '.join(recipe_flags(j))}` models" for j in ceiling_jobs(res))
 
 
 def single_goal_words(sm: dict, k: int, flags: str | None) -> str:
@@ -393,7 +393,7 @@ def single_goal_words(sm: dict, k: int, flags: str | None) -> str:
 
 
 def _member_recipe(member: dict) -> str:
-    return f"{' '.join(augment_flags(member['augment']))}, " if member.get("augment") else ""
+    return f"{' '.join(recipe_flags(member))}, " if member.get("augment") else ""
 
 
 def _member_accuracies(job: dict) -> list:
@@ -409,6 +409,30 @@ def _merged_history(jobs: list[dict]) -> list[dict]:
         out += [{**e, "member": m + offset} for m, entries in per.items() for e in entries]
         offset += len(_member_accuracies(job))
     return out
+
+
+MODEL_FLAGS = (("conv_channels", "--conv-channels"), ("dense_units", "--dense-units"), ("dropout", "--dropout"))
+
+
+def model_flags(request: dict) -> list[str]:
+    """The architecture flags a job's request sets away from its arch's defaults: ["--conv-channels", "48,96,192"]."""
+    out = []
+    for key, flag in MODEL_FLAGS:
+        value = request.get(key)
+        if value is not None:
+            out += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
+    return out
+
+
+def recipe_flags(item: dict) -> list[str]:
+    """A ceiling job's or member's recipe as `digitq submit-train` flags: augmentation, then architecture."""
+    return [*augment_flags(item.get("augment")), *(item.get("model_flags") or [])]
+
+
+def cnn_words(job: dict) -> str:
+    """"the default cnn", or "the cnn with `--conv-channels 48,96,192`"."""
+    flags = job.get("model_flags")
+    return f"the cnn with `{' '.join(flags)}`" if flags else "the default cnn"
 
 
 def augment_flags(augment: str | None) -> list[str]:
@@ -1092,7 +1116,8 @@ class Suite:
                 res = self.finished_job(job_id.strip())
                 req = res["request"]
                 self.log(f"ceiling: reusing finished job {res['job_id']} ({req['ensemble']} x {req['epochs']} epochs)")
-                runs.append((res, None, req.get("augment") or "affine", req["ensemble"], req["epochs"], req.get("seed", 0)))
+                runs.append((res, None, req.get("augment") or "affine", req["ensemble"], req["epochs"], req.get("seed", 0),
+                             model_flags(req)))
         else:
             for augment in a.ceiling_augment.split(","):
                 argv = [*augment_flags(augment), "--ensemble", str(k), "--epochs", str(e), "--track-test", *data_args,
@@ -1100,14 +1125,15 @@ class Suite:
                 self.log(f"ceiling: digitq submit-train {' '.join(argv)} --wait --json")
                 # K x E augmented cnn epochs of ~25-40 s each, plus a test pass per epoch: ~45-65 min for 5 x 20.
                 res = self.service_train(argv, timeout=max(a.timeout, k * e * 120 + 900))
-                runs.append((res, argv, augment, k, e, 0))
+                runs.append((res, argv, augment, k, e, 0, []))
         jobs = []
-        for res, argv, augment, jk, je, seed in runs:
+        for res, argv, augment, jk, je, seed, mflags in runs:
             own = ceiling_summary(res, seed=0)
             accs = ", ".join(f"{m['test_accuracy'] * 100:.2f}%" for m in own["members"])
-            self.log(f"ceiling: job {res['job_id']} ({' '.join(augment_flags(augment))}): members {accs}, "
+            self.log(f"ceiling: job {res['job_id']} ({' '.join(augment_flags(augment) + mflags)}): members {accs}, "
                      f"its ensemble {res['test_accuracy'] * 100:.2f}%, {res['train_seconds']:.0f} s of training")
-            jobs.append({"job_id": res["job_id"], "augment": augment, "argv": argv, "k": jk, "epochs": je, "seed": seed,
+            jobs.append({"job_id": res["job_id"], "augment": augment, "model_flags": mflags, "argv": argv, "k": jk,
+                         "epochs": je, "seed": seed,
                          "reused": res.get("reused"), "model": res["model"], "test_accuracy": res["test_accuracy"],
                          "member_accuracies": res["member_accuracies"], "train_seconds": res["train_seconds"],
                          "wall_seconds": res["wall_seconds"], "client_seconds": res["client_seconds"],
@@ -1134,7 +1160,8 @@ class Suite:
         first = jobs[0]
         return {"k": len(summary["members"]), "epochs": first["epochs"], "augment": first["augment"],
                 "argv": first["argv"], "data_args": a.data_args, "job_id": first["job_id"], "reused": first["reused"],
-                "jobs": [{key: j[key] for key in ("job_id", "augment", "argv", "k", "epochs", "seed", "reused", "model",
+                "jobs": [{key: j[key] for key in ("job_id", "augment", "model_flags", "argv", "k", "epochs", "seed",
+                                                  "reused", "model",
                                                   "test_accuracy", "train_seconds", "wall_seconds")} for j in jobs],
                 "combine_argv": combine_argv,
                 "model": model, "test_accuracy": ensemble,
@@ -1392,10 +1419,16 @@ class Suite:
                 "eval_speedup": _div(on["eval_images_per_second"], off["eval_images_per_second"])}
 
     # --- outputs --------------------------------------------------------------------------------
+    rendered_seconds: float | None = None  # set by --render-only: the recorded run's length
+
+    def elapsed(self) -> float:
+        """Seconds of the run so far (or, re-rendering, of the recorded run)."""
+        return self.rendered_seconds if self.rendered_seconds is not None else time.time() - self.started
+
     def write_json(self) -> None:
         doc = {"quick": self.args.quick, "args": {k: v for k, v in vars(self.args).items()},
                "machine": self.machine, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
-               "suite_seconds": round(time.time() - self.started, 1), "timings": self.timings, "results": self.results}
+               "suite_seconds": round(self.elapsed(), 1), "timings": self.timings, "results": self.results}
         (self.out / "suite.json").write_text(json.dumps(clean_json(doc), indent=2, default=str) + "\n")
 
     def write_plots(self) -> None:
@@ -1727,7 +1760,7 @@ def render_report(suite: Suite, base: Path) -> str:
     rerun = [b for b in a.selected if b in R]
     kept = [b for b in BENCHMARKS if b in R and b not in rerun]
     this_run = {k: v for k, v in suite.timings.items() if k in rerun}
-    total_min = (time.time() - suite.started) / 60
+    total_min = suite.elapsed() / 60
     per_bench = ", ".join(f"{k} {v['seconds'] / 60:.1f}" for k, v in this_run.items())
     timings = [(b, suite.timings[b]) for b in BENCHMARKS if b in suite.timings]
     noise = ", ".join(f"{k} {pct(v.get('other_share'))}" for k, v in timings)
@@ -2073,7 +2106,7 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
     images = (" --validation-size 0" if res.get("train_images") == 60_000 else "")
 
     def command(job: dict) -> str:
-        flags = " ".join(augment_flags(job["augment"]))
+        flags = " ".join(recipe_flags(job))
         reused = job.get("reused")
         if reused:
             seed = f" --seed {job['seed']}" if job.get("seed") else ""
@@ -2083,15 +2116,15 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
 
     if len(jobs) == 1:
         augment = jobs[0]["augment"]
-        flags = " ".join(augment_flags(augment))
+        flags = " ".join(recipe_flags(jobs[0]))
         L = [f"One service job, {command(jobs[0])}: {k} models trained one after",
-             f"another, each the default cnn with {AUGMENT_WORDS[augment]}",
+             f"another, each {cnn_words(jobs[0])} with {AUGMENT_WORDS[augment]}",
              f"for {e} epoch{'s' if e != 1 else ''}, seeds {0}..{k - 1}. Each member is a single `{flags}` model;",
              "the registered model averages their probabilities."]
     else:
         flags = None
         L = [f"{len(jobs)} service jobs, one after the other, each training its models one after another:", ""]
-        L += [f"- {command(j)}: {j['k']} models, each the default cnn with {AUGMENT_WORDS[j['augment']]}, "
+        L += [f"- {command(j)}: {j['k']} models, each {cnn_words(j)} with {AUGMENT_WORDS[j['augment']]}, "
               f"seeds {j.get('seed', 0)}..{j.get('seed', 0) + j['k'] - 1}; its own ensemble scored "
               f"{j['test_accuracy'] * 100:.2f}%" for j in jobs]
         L += ["", f"then `digitq {' '.join(res['combine_argv'])}` registered `{res['model']}`, which averages all "
@@ -2105,7 +2138,7 @@ def _section_ceiling(suite: Suite, res: dict) -> list[str]:
           f">= {SINGLE_GOAL * 100:.2f}% |", f"| ---: | {recipe_rule}---: | ---: | --- | ---: | --- |"]
     for m in sm["members"]:
         best = f"{m['best_epoch']} ({m['best_accuracy'] * 100:.2f}%)" if m["best_epoch"] else "-"
-        recipe = f"`{' '.join(augment_flags(m.get('augment')))}` | " if many else ""
+        recipe = f"`{' '.join(recipe_flags(m))}` | " if many else ""
         L.append(f"| {m['member']} | {recipe}{m['seed']} | {m['test_accuracy'] * 100:.2f}% | {best} | "
                  f"{m['train_seconds']:.0f} | {'yes' if m['meets_single_goal'] else 'no'} |")
     L += [f"| **median** (min-max) |{recipe_gap} | **{sm['member_median'] * 100:.2f}%** ({sm['member_min'] * 100:.2f}-"
@@ -2265,6 +2298,7 @@ def render_only(args) -> int:
     suite.plots = Path(args.plots) if Path(args.plots).is_absolute() else REPO / args.plots
     suite.results, suite.timings = doc["results"], doc["timings"]
     suite.started = time.time() - doc["suite_seconds"]
+    suite.rendered_seconds = doc["suite_seconds"]  # re-rendering must not add its own seconds to the run's time
     suite.write_plots()
     suite.write_report()
     return 0

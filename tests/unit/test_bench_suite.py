@@ -160,6 +160,24 @@ def test_ceiling_summary_of_two_combined_jobs(suite):
     assert suite.ceiling_models(res) == "2 `--augment --elastic` models and 1 `--augment` models"
 
 
+def test_ceiling_recipes_name_architecture_flags(suite):
+    req = {"augment": "affine", "conv_channels": [48, 96, 192], "dense_units": None, "dropout": 0.1}
+    assert suite.model_flags(req) == ["--conv-channels", "48,96,192", "--dropout", "0.1"]
+    assert suite.model_flags({"augment": "affine"}) == []
+    wide = {"augment": "affine", "k": 2, "model_flags": ["--conv-channels", "48,96,192"],
+            "member_accuracies": [0.9971, 0.9973], "test_accuracy": 0.9975, "seed": 100, "history": []}
+    plain = {"augment": "affine", "k": 1, "member_accuracies": [0.9968], "test_accuracy": 0.9968, "history": []}
+    res = {"jobs": [wide, plain]}
+    assert suite.ceiling_recipe(res) == "2 x --augment --conv-channels 48,96,192 + 1 x --augment, combined"
+    assert suite.cnn_words(wide) == "the cnn with `--conv-channels 48,96,192`"
+    assert suite.cnn_words(plain) == "the default cnn"
+    s = suite.combined_ceiling_summary([wide, plain], 0.9976)
+    assert [(m["seed"], suite.recipe_flags(m)) for m in s["members"]] == [
+        (100, ["--augment", "--conv-channels", "48,96,192"]), (101, ["--augment", "--conv-channels", "48,96,192"]),
+        (0, ["--augment"])]
+    assert s["single_goal_members"] == 3  # all three are `--augment` models, wide or not
+
+
 def test_arg_value(suite):
     assert suite.arg_value(["--train-size", "5000", "--test-size", "2000"], "--test-size") == "2000"
     assert suite.arg_value(["--test-size"], "--test-size") is None
