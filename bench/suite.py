@@ -430,9 +430,9 @@ def recipe_flags(item: dict) -> list[str]:
 
 
 def cnn_words(job: dict) -> str:
-    """"the default cnn", or "the cnn with `--conv-channels 48,96,192`"."""
+    """"the default cnn", or "the cnn at `--conv-channels 48,96,192`"."""
     flags = job.get("model_flags")
-    return f"the cnn with `{' '.join(flags)}`" if flags else "the default cnn"
+    return f"the cnn at `{' '.join(flags)}`" if flags else "the default cnn"
 
 
 def augment_flags(augment: str | None) -> list[str]:

@@ -169,7 +169,7 @@ def test_ceiling_recipes_name_architecture_flags(suite):
     plain = {"augment": "affine", "k": 1, "member_accuracies": [0.9968], "test_accuracy": 0.9968, "history": []}
     res = {"jobs": [wide, plain]}
     assert suite.ceiling_recipe(res) == "2 x --augment --conv-channels 48,96,192 + 1 x --augment, combined"
-    assert suite.cnn_words(wide) == "the cnn with `--conv-channels 48,96,192`"
+    assert suite.cnn_words(wide) == "the cnn at `--conv-channels 48,96,192`"
     assert suite.cnn_words(plain) == "the default cnn"
     s = suite.combined_ceiling_summary([wide, plain], 0.9976)
     assert [(m["seed"], suite.recipe_flags(m)) for m in s["members"]] == [
