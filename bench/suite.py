@@ -1130,7 +1130,7 @@ class Suite:
         for res, argv, augment, jk, je, seed, mflags in runs:
             own = ceiling_summary(res, seed=0)
             accs = ", ".join(f"{m['test_accuracy'] * 100:.2f}%" for m in own["members"])
-            self.log(f"ceiling: job {res['job_id']} ({' '.join(augment_flags(augment) + mflags)}): members {accs}, "
+            self.log(f"ceiling: job {res['job_id']} ({' '.join(recipe_flags({'augment': augment, 'model_flags': mflags}))}): members {accs}, "
                      f"its ensemble {res['test_accuracy'] * 100:.2f}%, {res['train_seconds']:.0f} s of training")
             jobs.append({"job_id": res["job_id"], "augment": augment, "model_flags": mflags, "argv": argv, "k": jk,
                          "epochs": je, "seed": seed,
