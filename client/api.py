@@ -254,7 +254,7 @@ def connect(settings: Settings | None = None, start_local: bool = True,
     settings = settings or load_settings()
     url = settings.broker_url
     if not url:
-        from digitq.worker.local import LocalStack, ensure_running
+        from digitq.common.stack import LocalStack, ensure_running
 
         if start_local:
             url, note = ensure_running(settings)

@@ -607,7 +607,7 @@ def _show_local(st: dict, as_json: bool) -> None:
 def local_up(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False):
     """Start the embedded redis-server and worker (if not running)."""
     from digitq.common.settings import load_settings
-    from digitq.worker.local import LocalStack
+    from digitq.common.stack import LocalStack
 
     _show_local(LocalStack(load_settings()).up(), as_json)
 
@@ -617,7 +617,7 @@ def local_up(as_json: Annotated[bool, typer.Option("--json", help="Print one JSO
 def local_down(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False):
     """Stop the embedded worker and redis-server."""
     from digitq.common.settings import load_settings
-    from digitq.worker.local import LocalStack
+    from digitq.common.stack import LocalStack
 
     _show_local(LocalStack(load_settings()).down(), as_json)
 
@@ -627,7 +627,7 @@ def local_down(as_json: Annotated[bool, typer.Option("--json", help="Print one J
 def local_status(as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False):
     """Show whether the embedded stack runs, and where."""
     from digitq.common.settings import load_settings
-    from digitq.worker.local import LocalStack
+    from digitq.common.stack import LocalStack
 
     _show_local(LocalStack(load_settings()).status(), as_json)
 

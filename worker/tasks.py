@@ -34,7 +34,7 @@ def worker_broker_url(settings) -> str:
     """DIGITQ_BROKER_URL, else the embedded stack's Redis if it runs."""
     if settings.broker_url:
         return settings.broker_url
-    from digitq.worker.local import LocalStack
+    from digitq.common.stack import LocalStack
 
     url = LocalStack(settings).broker_url()
     if not url:

@@ -8,7 +8,7 @@ def test_cli_and_api_never_import_tensorflow():
     code = (
         "import sys\n"
         "import digitq.client.cli, digitq.client.api, digitq.common.images, digitq.common.registry\n"
-        "import digitq.worker.local\n"
+        "import digitq.common.stack\n"
         "from typer.testing import CliRunner\n"
         "r = CliRunner().invoke(digitq.client.cli.app, ['submit-train', '--arch', 'nope'])\n"
         "assert r.exit_code != 0\n"

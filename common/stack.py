@@ -1,5 +1,7 @@
 """The embedded stack: a real `redis-server` and one worker process, started on demand.
 
+It lives in digitq.common so that the client can start it without importing digitq.worker.
+
 On a machine where nothing is configured (no DIGITQ_BROKER_URL), `digitq submit-train` calls
 `ensure_running()`; `digitq local up|down|status` manage it by hand. Everything lives in
 `$DIGITQ_HOME/local/`: the generated Redis password (0600), the broker URL (0600), pid files,
