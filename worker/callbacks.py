@@ -12,7 +12,7 @@ import keras
 
 from digitq.common.errors import JobCancelled
 from digitq.worker import prometheus
-from digitq.worker.checkpoints import read_json, write_json
+from digitq.worker.job_folder import read_json, write_json
 
 log = logging.getLogger("digitq.worker.train")
 

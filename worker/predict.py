@@ -27,7 +27,7 @@ from digitq.common.paths import resolve_within
 from digitq.common.registry import resolve_model
 from digitq.common.schemas import PIXELS_PER_IMAGE, EvaluateRequest, PredictRequest
 from digitq.common.settings import Settings
-from digitq.worker.metrics import score_predictions
+from digitq.worker.scoring import score_predictions
 
 MODEL_CACHE_SIZE = 4
 """Models kept loaded per worker process (a CNN is a few MB; loading one takes ~0.5 s)."""

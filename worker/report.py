@@ -33,7 +33,7 @@ from digitq.common.paths import resolve_within
 from digitq.common.registry import resolve_model
 from digitq.common.schemas import JOB_ID_RE, MODEL_NAME_RE, check_job_id
 from digitq.common.settings import Settings
-from digitq.worker import checkpoints
+from digitq.worker import job_folder
 
 DPI = 100
 """Dots per inch of every PNG: figure sizes below are in pixels at this density."""
@@ -270,18 +270,18 @@ def _load_history(folder: Path, result: dict | None, members: int) -> list:
         if result and result.get("history"):
             return result["history"]
         return [{**e, "member": k + 1} for k in range(members)
-                for e in checkpoints.read_json(folder / f"member-{k}" / "history.json", [])]
-    return checkpoints.read_json(folder / "history.json") or (result or {}).get("history") or []
+                for e in job_folder.read_json(folder / f"member-{k}" / "history.json", [])]
+    return job_folder.read_json(folder / "history.json") or (result or {}).get("history") or []
 
 
 def load_job(settings: Settings, record_or_job) -> dict:
     """A job's stored files: {"job_id", "folder", "record", "request", "history", "result", "model_paths"}."""
     job_id, record = _job_of(settings, record_or_job)
-    folder = checkpoints.job_dir(settings, job_id)
+    folder = job_folder.job_dir(settings, job_id)
     if not folder.is_dir():
         raise NoSuchJob(f"job {job_id} has no folder on the shared volume ({folder})")
-    result = checkpoints.read_json(folder / "result.json")
-    request = checkpoints.read_json(folder / "request.json", {})
+    result = job_folder.read_json(folder / "result.json")
+    request = job_folder.read_json(folder / "request.json", {})
     paths = _model_paths(settings, folder, record, request)
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
@@ -511,12 +511,12 @@ def run_report(payload, settings: Settings, r) -> dict:
         raise InvalidRequest('a report request is one JSON object {"target": JOB_ID or "NAME[:VERSION]"}')
     record_or_job = resolve_target(payload["target"], settings, r)
     job_id, _ = _job_of(settings, record_or_job)
-    folder = checkpoints.job_dir(settings, job_id) / REPORT_DIR
+    folder = job_folder.job_dir(settings, job_id) / REPORT_DIR
     paths = render_report(settings, record_or_job, folder)
     if isinstance(record_or_job, dict):
         label = f"{record_or_job['name']}:{record_or_job['version']}"
     else:
-        label = (checkpoints.read_json(folder.parent / "result.json") or {}).get("model") or None
+        label = (job_folder.read_json(folder.parent / "result.json") or {}).get("model") or None
     try:
         files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in paths}
     except OSError as exc:

@@ -1,4 +1,4 @@
-"""The Celery tasks: thin wrappers that turn a JSON message into a call of digitq.worker.jobs.
+"""The Celery tasks: thin wrappers that turn a JSON message into a call of the job modules (digitq.worker.train_job, predict, report).
 
 Errors a person should read (bad parameters, missing data) fail the job at once with their
 one-line message; anything unexpected is logged with its traceback and reported as one line,
@@ -20,7 +20,7 @@ from digitq.common.celery_app import make_celery
 from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled
 from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
 from digitq.common.settings import load_settings
-from digitq.worker import jobs, prometheus
+from digitq.worker import prometheus, train_job
 from digitq.worker.presence import JobLogHandler, Presence
 
 log = logging.getLogger("digitq.worker")
@@ -122,7 +122,7 @@ def _run(task, fn, args: tuple, kwargs: dict):
         log.info("job %s cancelled", job_id)
         task.backend.mark_as_revoked(job_id, reason="cancelled", request=task.request)
         raise Ignore()
-    except jobs.JobAlreadyRunning as exc:  # a duplicate delivery: ack it, leave the state alone
+    except train_job.JobAlreadyRunning as exc:  # a duplicate delivery: ack it, leave the state alone
         log.warning("%s; dropping this duplicate delivery", exc)
         raise Ignore()
     except DigitqError:
@@ -143,7 +143,7 @@ def train_task(self, *args, **kwargs):
             log.warning("progress report failed: %s", exc)
 
     tag = delivery_tag_of(self.request.id)
-    return _run(self, lambda request: jobs.run_train_job(self.request.id, request, settings, redis_client, report,
+    return _run(self, lambda request: train_job.run_train_job(self.request.id, request, settings, redis_client, report,
                                                          owner=WORKER_ID, delivery_tag=tag), args, kwargs)
 
 

@@ -25,9 +25,9 @@ import numpy as np
 
 from digitq.common.schemas import TrainRequest, TrainResult
 from digitq.common.settings import Settings
-from digitq.worker import checkpoints, data
+from digitq.worker import data, job_folder
 from digitq.worker.devices import configure_devices, make_strategy
-from digitq.worker.metrics import score_predictions
+from digitq.worker.scoring import score_predictions
 
 log = logging.getLogger("digitq.worker.train")
 
@@ -146,7 +146,7 @@ def _load_member(folder: Path) -> _Member | None:
         return None
     probs_path = folder / "test_probs.npy"
     probs = np.load(probs_path) if probs_path.exists() else None
-    return _Member(folder, checkpoints.read_json(folder / "history.json", []), probs, True)
+    return _Member(folder, job_folder.read_json(folder / "history.json", []), probs, True)
 
 
 def train(
@@ -162,9 +162,9 @@ def train(
     """
     started = time.time()
     report = report or (lambda meta: None)
-    folder = checkpoints.job_dir(settings, job_id)
+    folder = job_folder.job_dir(settings, job_id)
     folder.mkdir(parents=True, exist_ok=True)
-    checkpoints.write_json(folder / "request.json", request.to_dict())
+    job_folder.write_json(folder / "request.json", request.to_dict())
 
     report({"phase": "loading data"})
     ds = data.load_dataset(settings, request.dataset, request.validation_size, request.train_size,

@@ -50,7 +50,7 @@ def job(tmp_path_factory, data_dir):
         import json, shutil, time
         from digitq.common.schemas import TrainRequest
         from digitq.common.settings import load_settings
-        from digitq.worker import checkpoints
+        from digitq.worker import job_folder as checkpoints
         from digitq.worker.report import render_report
         from digitq.worker.train import train
 

@@ -1,7 +1,8 @@
-"""What a worker does with one job message, as plain functions the Celery tasks call.
+"""What a worker does with one training job message, as plain functions the train task calls.
 
 Kept apart from tasks.py so tests call them directly: validate the message, skip a job that is
-cancelled or already finished, train, register the model, store the result on the shared volume.
+cancelled or already finished, hold the job's lease, train (digitq.worker.train), register the
+model, store the result in the job folder (digitq.worker.job_folder).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from digitq.common.names import cancel_key, lease_key
 from digitq.common.registry import register_model
 from digitq.common.schemas import TrainRequest, check_job_id
 from digitq.common.settings import Settings
-from digitq.worker import checkpoints
+from digitq.worker import job_folder
 from digitq.worker.lease import JobLease
 
 log = logging.getLogger("digitq.worker")
@@ -42,8 +43,8 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
     """
     check_job_id(job_id)
     request = TrainRequest.from_dict(payload)
-    folder = checkpoints.job_dir(settings, job_id)
-    done = checkpoints.read_json(folder / "result.json")
+    folder = job_folder.job_dir(settings, job_id)
+    done = job_folder.read_json(folder / "result.json")
     if done is not None:
         log.info("job %s already finished; returning its stored result", job_id)
         return done
@@ -52,7 +53,7 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
     with JobLease(r, lease_key(job_id), owner, settings.lease_seconds, delivery_tag) as lease:
         if not lease.acquired:
             raise JobAlreadyRunning(f"job {job_id} is running on {lease.holder() or 'another worker'}")
-        done = checkpoints.read_json(folder / "result.json")  # it may have finished meanwhile
+        done = job_folder.read_json(folder / "result.json")  # it may have finished meanwhile
         if done is not None:
             return done
         return _train_and_register(job_id, request, settings, r, report, owner)
@@ -61,7 +62,7 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
 def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report, owner: str) -> dict:
     from digitq.worker.train import train
 
-    folder = checkpoints.job_dir(settings, job_id)
+    folder = job_folder.job_dir(settings, job_id)
     result = train(request, job_id, settings, report=report, should_stop=lambda: is_cancelled(r, job_id))
     version = register_model(r, request.name, job_id, {
         "arch": request.arch,
@@ -76,5 +77,5 @@ def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, 
     result.model = f"{request.name}:{version}"
     result.worker = owner
     data = result.to_dict()
-    checkpoints.write_json(folder / "result.json", data)
+    job_folder.write_json(folder / "result.json", data)
     return data

@@ -1,4 +1,5 @@
-"""A job's files on the shared volume: `<DIGITQ_HOME>/jobs/<job_id>/`.
+"""The job folder: a training job's files on the shared volume, `<DIGITQ_HOME>/jobs/<job_id>/`,
+and the atomic JSON writes every file there that a user or a redelivery may read goes through.
 
     request.json   the validated TrainRequest
     history.json   one entry per epoch (loss, accuracy, val_loss, val_accuracy, seconds, images/s)
