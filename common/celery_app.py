@@ -1,7 +1,8 @@
 """The Celery app both sides use: JSON only, late acks, one job at a time per worker process.
 
-The client builds it without `include`, so it never imports the worker's tasks (nor TensorFlow);
-`digitq-worker` builds it with `include=["digitq.worker.tasks"]`.
+`make_celery` is a factory: importing this module builds nothing. The client's app has no tasks
+(it submits by name, so it never imports the worker's tasks nor TensorFlow); the worker registers
+its tasks on its own app when it starts (digitq.worker.app.make_worker_app).
 """
 
 from __future__ import annotations

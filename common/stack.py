@@ -226,7 +226,7 @@ def _origin() -> str:
     """This installation: the Python environment (sys.prefix: `python` and `python3` in one venv
     are the same), where digitq's code lives, and when that code last changed (the newest mtime
     of its common/ and worker/ modules: a reinstall or an edit). A few stat() calls, not a
-    package-metadata lookup (~20-45 ms on every command)."""
+    package-metadata lookup, which would slow every command down noticeably."""
     root = Path(__file__).resolve().parent.parent
     newest = max((p.stat().st_mtime_ns for part in ("common", "worker") for p in (root / part).glob("*.py")),
                  default=0)

@@ -1,10 +1,8 @@
 """digitq.worker: the Celery worker that trains and runs the digit models (TensorFlow/Keras).
 
-Modules that need TensorFlow import it themselves; importing this package does not, but it
-does choose TensorFlow's CPU kernels first (see devices.prefer_onednn), since TensorFlow reads
-that choice only when it starts.
+Importing this package, or any module in it, has no side effects: no Celery app, no Redis
+client, no TensorFlow settings. The worker sets itself up when it starts (`digitq-worker`,
+`python -m digitq.worker`: see __main__.py and app.py). Modules that need TensorFlow import it
+themselves; a process that imports them should call `devices.prefer_onednn()` first, as the
+worker does, to get the worker's CPU kernels.
 """
-
-from digitq.worker.devices import prefer_onednn
-
-prefer_onednn()

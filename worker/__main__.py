@@ -1,8 +1,11 @@
 """`digitq-worker` / `python -m digitq.worker`: one Celery worker process that owns this machine's GPUs.
 
-With one process (the default) the solo pool runs jobs in this very process: TensorFlow is
-set up once, here, after the GPU selection and before anything could fork. With
---concurrency > 1 (CPU prediction workers) each pool child sets TensorFlow up itself.
+The worker sets itself up here, when it starts, in this order: TensorFlow's CPU kernels and the
+GPU selection (both read only when TensorFlow starts, so before anything imports it), the
+settings, the Redis client and the Celery app with digitq's tasks (digitq.worker.app), then the
+devices. With one process (the default) the solo pool runs jobs in this very process: TensorFlow
+is set up once, here, before anything could fork. With --concurrency > 1 (CPU prediction
+workers) each pool child inherits the environment and sets its devices up itself.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ import sys
 from digitq.common.errors import DigitqError
 from digitq.common.names import ALL_QUEUES
 from digitq.common.settings import load_settings
+from digitq.worker.devices import prefer_onednn
 
 
 def main(argv: list[str] | None = None) -> int:
+    prefer_onednn()  # before anything imports TensorFlow
     p = argparse.ArgumentParser(prog="digitq-worker", description=__doc__.splitlines()[0])
     p.add_argument("--queues", default=",".join(ALL_QUEUES), help="comma-separated queues to serve (train,predict)")
     p.add_argument("--concurrency", type=int, default=1, help="job processes (1 = solo, for GPU machines)")
@@ -40,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         from digitq.worker.devices import configure_devices, select_gpus_env
 
         select_gpus_env(settings)  # before TensorFlow is imported anywhere
-        from digitq.worker import tasks
+        from digitq.worker.app import WorkerContext, make_worker_app
 
-        app = tasks.app
-        tasks.WORKER_CONFIG["queues"] = queues
+        ctx = WorkerContext.connect(settings, queues)
+        app = make_worker_app(ctx)
         if args.concurrency == 1:
             info = configure_devices(settings)
             logging.getLogger("digitq.worker").info("devices: %s", info)
-            tasks.WORKER_CONFIG["devices"] = info
+            ctx.devices.update(info)
             pool = ["-P", "solo"]
         else:
             pool = ["-P", "prefork", "-c", str(args.concurrency)]

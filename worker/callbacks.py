@@ -12,6 +12,7 @@ import keras
 
 from digitq.common.errors import JobCancelled
 from digitq.worker import prometheus
+from digitq.worker.compat import initial_epoch, save_backup
 from digitq.worker.job_folder import read_json, write_json
 
 log = logging.getLogger("digitq.worker.train")
@@ -105,7 +106,7 @@ class HistoryCallback(keras.callbacks.Callback):
         self.entries: list = []
 
     def on_train_begin(self, logs=None):
-        start = int(getattr(self.model, "_initial_epoch", 0) or 0)
+        start = initial_epoch(self.model)
         self.entries = (read_json(self.path, []) or [])[:start]
         self._resumed = start > 0
 
@@ -144,4 +145,4 @@ class EpochAndBatchBackup(keras.callbacks.BackupAndRestore):
     def on_epoch_end(self, epoch, logs=None):
         super().on_epoch_end(epoch, logs)
         if self.save_freq != "epoch":
-            self._save_model()
+            save_backup(self)

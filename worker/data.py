@@ -225,12 +225,12 @@ PIPELINE_PARALLELISM = max(1, min(4, os.cpu_count() or 1))
 def _options():
     """tf.data options of every digitq pipeline: autotuning off.
 
-    Destroying a tf.data iterator sometimes blocked the training thread for 8-28 s here (gdb:
-    the destructor waiting on a pipeline thread; MNIST, TF 2.21), mostly under MirroredStrategy:
-    5 of 6 epoch starts stalled with a one-device MirroredStrategy, 1 of 6 without. Autotuning
-    off stopped the per-epoch stalls (0 of 4), but the one teardown at the end of `fit` still
-    stalled in 2 of 7 runs until one device stopped using MirroredStrategy (see
-    devices.make_strategy). Fixed parallelism gave the same step times as autotuning.
+    Destroying a tf.data iterator sometimes blocked the training thread for many seconds (gdb:
+    the destructor waiting on a pipeline thread; MNIST, TF 2.21), mostly under MirroredStrategy,
+    where most epoch starts stalled with one device. Autotuning off stopped the per-epoch
+    stalls, but the one teardown at the end of `fit` still stalled now and then until one device
+    stopped using MirroredStrategy (see devices.make_strategy). Fixed parallelism gave the same
+    step times as autotuning.
     """
     import tensorflow as tf
 

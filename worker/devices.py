@@ -5,8 +5,8 @@ which must be set before TensorFlow is imported; memory growth is on so a job ta
 it needs. Without GPUs, `DIGITQ_CPU_REPLICAS=N` splits the CPU into N logical devices so the
 multi-replica MirroredStrategy path runs exactly as it would on N GPUs.
 
-CPUs: TensorFlow's oneDNN kernels are turned on for x86-64 (`prefer_onednn`, run when
-`digitq.worker` is imported) unless TF_ENABLE_ONEDNN_OPTS says otherwise.
+CPUs: TensorFlow's oneDNN kernels are turned on for x86-64 (`prefer_onednn`, which the worker's
+main runs before anything imports TensorFlow) unless TF_ENABLE_ONEDNN_OPTS says otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import platform
 
 from digitq.common.errors import DigitqError
 from digitq.common.settings import Settings
+from digitq.worker.compat import onednn_enabled
 
 log = logging.getLogger("digitq.worker")
 
@@ -26,25 +27,16 @@ _configured: dict = {}
 def prefer_onednn(environ=os.environ, machine: str | None = None) -> None:
     """Turn on TensorFlow's oneDNN CPU kernels on x86-64, unless TF_ENABLE_ONEDNN_OPTS is set.
 
-    TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. On an
-    AVX2-only CPU (an AMD EPYC here) they were off, and the default cnn trained 1.82x and
-    evaluated 1.98x slower than with them (`bench/suite.py --only onednn`). TensorFlow reads
-    the variable when it starts, so this must run before `import tensorflow`;
-    TF_ENABLE_ONEDNN_OPTS=0 keeps them off.
+    TensorFlow turns them on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. On AVX2-only
+    CPUs it leaves them off, and the default cnn trains and evaluates markedly slower without them
+    (BENCHMARKS.md, `bench/suite.py --only onednn`). TensorFlow reads the variable when it starts,
+    so this must run before `import tensorflow`: the worker's main calls it first, and so must any
+    other process that runs digitq's models and wants the worker's kernels (export, benchmarks).
+    Importing digitq.worker does not call it. TF_ENABLE_ONEDNN_OPTS=0 keeps them off.
     """
     machine = (machine or platform.machine()).lower()
     if machine in ("x86_64", "amd64"):
         environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
-
-def onednn_enabled() -> bool | None:
-    """Whether TensorFlow runs its oneDNN kernels (None if this TensorFlow cannot tell)."""
-    try:
-        from tensorflow.python.util import _pywrap_util_port  # private, but the only way to ask
-
-        return bool(_pywrap_util_port.IsMklEnabled())
-    except (ImportError, AttributeError):
-        return None
 
 
 def select_gpus_env(settings: Settings) -> None:
@@ -110,7 +102,7 @@ def make_strategy(settings: Settings):
     """A MirroredStrategy over every GPU this worker owns, else over the (logical) CPU devices.
 
     With one device it is TensorFlow's default strategy instead: a one-device MirroredStrategy
-    adds nothing but its costs (here 25-35% slower 2-epoch MNIST runs, from the slow iterator
+    adds nothing but its costs (noticeably slower short MNIST runs, from the slow iterator
     teardown of its distributed datasets: see data._options).
     """
     import tensorflow as tf

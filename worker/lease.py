@@ -6,19 +6,19 @@ Two things are kept fresh while a job runs:
 - the job message's entry in kombu's `unacked_index` (score = time it was taken): Redis
   redelivers an un-acked message `visibility_timeout` seconds after that time, so refreshing it
   keeps a long job from being redelivered while its worker is alive. Once the worker dies the
-  heartbeat stops, and the job goes back to the queue `visibility_timeout` later.
+  heartbeat stops, and the job goes back to the queue `visibility_timeout` later. That index is
+  kombu's private structure: digitq.worker.compat (`refresh_unacked`) is the one place that
+  touches it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
+
+from digitq.worker.compat import UNACKED_INDEX_KEY, refresh_unacked
 
 log = logging.getLogger("digitq.worker")
-
-UNACKED_INDEX_KEY = "unacked_index"
-"""kombu's Redis transport: sorted set of delivery tags by delivery time (kombu 4 and 5)."""
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('expire', KEYS[1], ARGV[2]) else return 0 end
@@ -64,8 +64,7 @@ class JobLease:
             self.lost = True
             log.warning("lost the lease %s (expired or taken over)", self.key)
         if self.delivery_tag:
-            # XX: refresh only while the message is un-acked; never re-add an acked one.
-            self.r.zadd(self.unacked_index_key, {self.delivery_tag: time.time()}, xx=True)
+            refresh_unacked(self.r, self.delivery_tag, self.unacked_index_key)
 
     def _run(self) -> None:
         interval = max(self.ttl / 3.0, 0.5)

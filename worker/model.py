@@ -181,7 +181,7 @@ def compile_model(model: keras.Model, hp: HParams, total_steps: int, jit: bool =
 def fold_batch_norm(model: keras.Model, probe=None, tolerance: float = 1e-4) -> keras.Model:
     """The same classifier for inference, with each batch-norm that follows a convolution folded
     into that convolution's weights and bias (w * g / sqrt(var + eps), and the shift into the
-    bias): one op per layer fewer, ~10% less CPU per image for the default cnn.
+    bias): one op per layer fewer, so less CPU per image for inference.
 
     Only for a chain of layers (every digitq architecture). The result is checked against the
     original on `probe` (raw pixels, N x 28 x 28 x 1; random ones by default): a model that is

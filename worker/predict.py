@@ -2,11 +2,11 @@
 inference, and the chunk/listing/evaluation jobs.
 
 Inference runs on one device (the first GPU, else the CPU), not under MirroredStrategy:
-`model.predict` under the strategy cost ~240 ms per call on this CNN whatever the batch
-(a predict chunk is one call), and a chunk smaller than the replica count crashed Keras'
-batch-norm on the empty replica. `predict_on_batch` on one device is 2x faster for a
-500-image chunk and 50x for a single image (BENCHMARKS.md). A loaded model has its batch-norm
-folded into its convolutions (`fold_batch_norm`): ~10% less CPU per image.
+`model.predict` under the strategy has a large fixed cost per call whatever the batch (a
+predict chunk is one call), and a chunk smaller than the replica count crashed Keras'
+batch-norm on the empty replica. `predict_on_batch` on one device is much faster, for a chunk
+and most of all for a single image (BENCHMARKS.md). A loaded model has its batch-norm folded
+into its convolutions (`fold_batch_norm`), which saves CPU per image.
 
     probs = predict_pixels(settings, record, pixels)     # uint8 N x 28 x 28 -> N x 10
 """
@@ -30,7 +30,7 @@ from digitq.common.settings import Settings
 from digitq.worker.scoring import score_predictions
 
 MODEL_CACHE_SIZE = 4
-"""Models kept loaded per worker process (a CNN is a few MB; loading one takes ~0.5 s)."""
+"""Models kept loaded per worker process (a CNN is a few MB; loading one is slow next to predicting)."""
 
 PREDICT_BATCH = 1024
 """Images per inference step."""

@@ -51,14 +51,15 @@ def test_onednn_is_preferred_on_x86_64_unless_the_user_chose():
 
 
 def _onednn_in_fresh_tensorflow(**env_extra) -> str:
-    """What TensorFlow reports in a fresh interpreter that imports digitq.worker first, as the worker does."""
+    """What TensorFlow reports in a fresh interpreter that chooses the CPU kernels first, as the
+    worker's main does (tests/unit/test_worker_startup.py checks that main does)."""
     import os
     import subprocess
     import sys
 
     env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
     env.update(TF_CPP_MIN_LOG_LEVEL="3", **env_extra)
-    code = ("import digitq.worker\nfrom digitq.worker.devices import onednn_enabled\n"
+    code = ("from digitq.worker.devices import onednn_enabled, prefer_onednn\nprefer_onednn()\n"
             "import os\nprint(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), onednn_enabled())")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -1,0 +1,150 @@
+"""The private APIs digitq relies on, checked against the installed libraries.
+
+Each test fails loudly when an upgrade of kombu, Celery, Keras or TensorFlow changes something
+that digitq.worker.compat or digitq.common.celery_keys wraps; the fix belongs in that module.
+None of them trains or needs a broker.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+
+from digitq.common.celery_app import make_celery
+from digitq.common.celery_keys import TASK_META_PREFIX, task_meta_key
+from digitq.common.settings import load_settings
+from digitq.worker import compat
+
+UNREACHABLE = "redis://127.0.0.1:1/0"
+
+
+# --- Celery's result-backend keys (read by the client) ----------------------------------------
+
+
+def test_celery_keeps_a_tasks_state_where_digitq_reads_it():
+    backend = make_celery(load_settings(), UNREACHABLE).backend
+    assert backend.get_key_for_task("job-1") == task_meta_key("job-1").encode(), (
+        "Celery's Redis backend moved a task's state: update digitq.common.celery_keys")
+    assert backend.task_keyprefix == TASK_META_PREFIX.encode()
+
+
+# --- kombu's index of un-acked messages (refreshed by the job lease) ---------------------------
+
+
+def test_kombu_indexes_unacked_messages_by_delivery_time_under_the_key_digitq_refreshes():
+    from kombu.transport import redis as kombu_redis
+
+    assert kombu_redis.Channel.unacked_index_key == compat.UNACKED_INDEX_KEY, (
+        "kombu renamed its un-acked index: update digitq.worker.compat.UNACKED_INDEX_KEY")
+    append = inspect.getsource(kombu_redis.QoS.append)
+    assert "zadd(self.unacked_index_key" in append and "time()" in append, (
+        "kombu no longer scores an un-acked message by its delivery time: the lease's refresh "
+        "(digitq.worker.compat.refresh_unacked) would not keep a long job from being redelivered")
+    restore = inspect.getsource(kombu_redis.QoS.restore_visible)
+    assert "time() - self.visibility_timeout" in restore and "self.unacked_index_key" in restore, (
+        "kombu redelivers un-acked messages by another rule than 'score older than visibility_timeout'")
+
+
+def test_refresh_unacked_only_touches_a_message_that_is_still_unacked():
+    calls = []
+
+    class FakeRedis:
+        def zadd(self, key, mapping, xx=False):
+            calls.append((key, list(mapping), xx))
+
+    compat.refresh_unacked(FakeRedis(), "tag-1")
+    assert calls == [(compat.UNACKED_INDEX_KEY, ["tag-1"], True)]
+
+
+# --- Celery's worker state (where the delivery tag is) -----------------------------------------
+
+
+def _request(app, job_id: str, tag: str):
+    """A real Celery worker Request for a real message of digitq's shape, as the worker builds it."""
+    from celery.worker.request import Request
+    from kombu import Message
+
+    def probe(payload):
+        return payload
+
+    task = app.task(name="digitq.adapter-probe", shared=False, lazy=False)(probe)
+    fields = app.amqp.as_task_v2(job_id, task.name, args=({"epochs": 1},))
+    message = Message(body=json.dumps(fields.body), headers=fields.headers, properties=fields.properties,
+                      delivery_tag=tag, content_type="application/json", content_encoding="utf-8")
+    return Request(message, app=app, task=task)
+
+
+@pytest.mark.parametrize("stage", ["reserved", "active"])
+def test_the_delivery_tag_of_a_running_job_is_found_in_celerys_worker_state(stage):
+    from celery.worker import state
+
+    app = make_celery(load_settings(), UNREACHABLE)
+    req = _request(app, "job-tag-test", "tag-42")
+    assert req.id == "job-tag-test"
+    (state.task_reserved if stage == "reserved" else state.task_accepted)(req)
+    try:
+        assert compat.delivery_tag_of("job-tag-test") == "tag-42", (
+            "Celery's worker state no longer leads to the message's delivery tag: update "
+            "digitq.worker.compat.delivery_tag_of")
+    finally:
+        state.task_ready(req)
+    assert compat.delivery_tag_of("job-tag-test") is None
+
+
+# --- Keras: BackupAndRestore's private save and the epoch fit resumes from ---------------------
+
+
+@pytest.fixture(scope="module")
+def keras():
+    keras = pytest.importorskip("keras")
+    return keras
+
+
+def _tiny_model(keras):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_backup_and_restore_saves_through_the_private_method_digitq_calls(keras):
+    method = getattr(keras.callbacks.BackupAndRestore, "_save_model", None)
+    assert callable(method), "Keras' BackupAndRestore lost _save_model: update digitq.worker.compat.save_backup"
+    assert list(inspect.signature(method).parameters) == ["self"], (
+        f"BackupAndRestore._save_model{inspect.signature(method)} now takes arguments: "
+        "update digitq.worker.compat.save_backup")
+
+
+def test_a_restored_backup_tells_fit_its_epoch_through_the_models_initial_epoch(keras, tmp_path):
+    """What a resumed digitq job relies on: our EpochAndBatchBackup saves at an epoch's end,
+    and a fresh BackupAndRestore on a fresh model reads back the epoch to resume from."""
+    from digitq.worker.callbacks import EpochAndBatchBackup
+
+    model = _tiny_model(keras)
+    assert compat.initial_epoch(model) == 0, "a new Keras model no longer starts at epoch 0 by _initial_epoch"
+    saver = EpochAndBatchBackup(str(tmp_path / "backup"), save_freq=1000)
+    saver.set_model(model)
+    saver.on_train_begin()
+    saver.on_epoch_end(2)  # the batch-wise backup saves at the epoch end too (compat.save_backup)
+    meta = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
+    assert meta["epoch"] == 3
+
+    restored = _tiny_model(keras)
+    reader = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
+    reader.set_model(restored)
+    reader.on_train_begin()
+    assert compat.initial_epoch(restored) == 3, (
+        "Keras no longer passes the restored epoch through model._initial_epoch: update "
+        "digitq.worker.compat.initial_epoch (history.json of a resumed job depends on it)")
+    trainer_fit = inspect.getsource(type(restored).fit)
+    assert "_initial_epoch" in trainer_fit, "Keras' fit no longer resumes from model._initial_epoch"
+
+
+# --- TensorFlow: the oneDNN probe --------------------------------------------------------------
+
+
+def test_tensorflow_still_says_whether_onednn_runs(keras):
+    assert compat.onednn_enabled() in (True, False), (
+        "TensorFlow's private _pywrap_util_port.IsMklEnabled is gone: the worker's `devices` log "
+        "line and `digitq workers` would say onednn None")

@@ -1,0 +1,114 @@
+"""The worker's Celery app, built when `digitq-worker` starts (digitq.worker.__main__), never at import.
+
+    ctx = WorkerContext.connect(load_settings(), queues=["train", "predict"])
+    app = make_worker_app(ctx)       # digitq's tasks registered, presence and job logs hooked in
+
+`WorkerContext` is what the tasks of one worker process share: the settings, the Redis client,
+the owner string of the leases it takes, and what it announces (queues, devices).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+
+from celery import Celery, signals
+
+from digitq.common.celery_app import make_celery
+from digitq.common.errors import DigitqError
+from digitq.common.settings import Settings
+from digitq.worker import prometheus
+from digitq.worker.presence import JobLogHandler, Presence
+from digitq.worker.tasks import register_tasks
+
+log = logging.getLogger("digitq.worker")
+
+
+def worker_broker_url(settings: Settings) -> str:
+    """DIGITQ_BROKER_URL, else the embedded stack's Redis if it runs."""
+    if settings.broker_url:
+        return settings.broker_url
+    from digitq.common.stack import LocalStack
+
+    url = LocalStack(settings).broker_url()
+    if not url:
+        raise DigitqError("set DIGITQ_BROKER_URL (redis://...) or start the embedded stack with `digitq local up`")
+    return url
+
+
+@dataclass
+class WorkerContext:
+    """One worker process's shared state (see the module docstring)."""
+
+    settings: Settings
+    broker_url: str
+    redis: object  # redis.Redis on broker_url
+    worker_id: str  # owner string of the leases this process takes: "<host>:<pid>"
+    queues: list[str] = field(default_factory=list)  # what it serves and announces
+    devices: dict = field(default_factory=dict)  # devices.configure_devices' description, announced
+    presence: Presence | None = None  # set while the worker runs
+    job_log: JobLogHandler | None = None  # set while a job runs
+
+    @classmethod
+    def connect(cls, settings: Settings, queues: list[str] = (), devices: dict | None = None) -> "WorkerContext":
+        """A context on DIGITQ_BROKER_URL, else the embedded stack's Redis. Connects lazily:
+        no command reaches Redis before the first task or announcement."""
+        import redis
+
+        url = worker_broker_url(settings)
+        return cls(settings, url, redis.Redis.from_url(url, health_check_interval=30),
+                   f"{socket.gethostname()}:{os.getpid()}", list(queues), dict(devices or {}))
+
+
+def make_worker_app(ctx: WorkerContext) -> Celery:
+    """digitq's Celery app on `ctx.broker_url` with its tasks registered, and the hooks that
+    announce the worker, collect each job's log lines and count jobs for Prometheus."""
+    app = make_celery(ctx.settings, ctx.broker_url)
+    register_tasks(app, ctx)
+    _connect_signals(app, ctx)
+    return app
+
+
+def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
+    """Celery's signals are process-wide: each hook acts only for senders of `app`."""
+
+    def ours(sender) -> bool:
+        return getattr(sender, "app", None) is app
+
+    def announce(sender=None, **_):
+        if not ours(sender):
+            return
+        ctx.presence = Presence(ctx.redis, sender.hostname, ctx.queues, ctx.devices)
+        ctx.presence.start()
+        if ctx.settings.metrics_port:
+            prometheus.start_metrics_server(ctx.settings.metrics_port, ctx.redis, ctx.queues)
+
+    def withdraw(sender=None, **_):
+        if ours(sender) and ctx.presence is not None:
+            ctx.presence.stop()
+
+    def job_started(sender=None, task_id=None, task=None, **_):
+        if not ours(task):
+            return
+        ctx.job_log = JobLogHandler(ctx.redis, task_id, ctx.settings.result_ttl)
+        logging.getLogger("digitq").addHandler(ctx.job_log)
+        if ctx.presence is not None:
+            ctx.presence.job_started(task_id, task.name)
+
+    def job_finished(sender=None, task_id=None, task=None, state=None, **_):
+        if not ours(task):
+            return
+        handler, ctx.job_log = ctx.job_log, None
+        if handler is not None:
+            logging.getLogger("digitq").removeHandler(handler)
+        if ctx.presence is not None:
+            ctx.presence.job_finished()
+        prometheus.job_ended(task.name, state or "UNKNOWN")
+
+    # weak=False: the hooks are closures that nothing else holds.
+    signals.worker_ready.connect(announce, weak=False)
+    signals.worker_shutdown.connect(withdraw, weak=False)
+    signals.task_prerun.connect(job_started, weak=False)
+    signals.task_postrun.connect(job_finished, weak=False)

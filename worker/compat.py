@@ -1,0 +1,85 @@
+"""The private parts of Celery, kombu, Keras and TensorFlow that the worker relies on, in one place.
+
+Each function wraps one use of an API its library does not document, so that an upgrade that
+changes it breaks here, and tests/unit/test_adapters.py says which one and how:
+
+- kombu's Redis transport keeps un-acked messages in a sorted set (`unacked_index`, score =
+  delivery time) and redelivers one `visibility_timeout` seconds after its score; the job lease
+  refreshes that score while a long job runs (`refresh_unacked`).
+- Celery's task context does not carry a message's delivery tag; the worker's request objects
+  in `celery.worker.state` do (`delivery_tag_of`).
+- Keras' BackupAndRestore saves through its private `_save_model()`, and tells `fit` which epoch
+  to resume from through the model's private `_initial_epoch` (`save_backup`, `initial_epoch`).
+- TensorFlow says whether its oneDNN CPU kernels run only through a private module
+  (`onednn_enabled`).
+
+Celery's result-backend key format is in digitq.common.celery_keys, where the client can import it.
+Nothing here imports Celery's worker, Keras or TensorFlow until a function is called.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+log = logging.getLogger("digitq.worker")
+
+# --- kombu: the Redis transport's index of un-acked messages ---------------------------------
+
+UNACKED_INDEX_KEY = "unacked_index"
+"""kombu's Redis transport: sorted set of un-acked delivery tags, scored by delivery time
+(unix seconds); `Channel.unacked_index_key`'s default in kombu 4 and 5."""
+
+
+def refresh_unacked(r, delivery_tag: str, key: str = UNACKED_INDEX_KEY) -> None:
+    """Mark the un-acked message `delivery_tag` as delivered now, so that kombu does not hand it
+    to another worker for another `visibility_timeout` seconds. XX: only while it is un-acked;
+    an acked message is never put back."""
+    r.zadd(key, {delivery_tag: time.time()}, xx=True)
+
+
+# --- Celery: the worker's own record of the messages it runs ---------------------------------
+
+
+def delivery_tag_of(task_id: str) -> str | None:
+    """The broker's delivery tag of the message this worker process runs as `task_id` (what the
+    lease refreshes in kombu's unacked index), or None with a warning.
+
+    Celery's task context does not carry it: its `delivery_info` holds exchange, routing key,
+    priority and redelivered only; the worker's request objects (`celery.worker.state`) do."""
+    from celery.worker import state
+
+    for req in [*state.active_requests, *state.reserved_requests]:
+        if req.id == task_id:
+            return getattr(req.message, "delivery_tag", None)
+    log.warning("no delivery tag for job %s: a run longer than the visibility timeout will be redelivered", task_id)
+    return None
+
+
+# --- Keras: BackupAndRestore's save and the epoch fit resumes from ---------------------------
+
+
+def save_backup(callback) -> None:
+    """Make a `keras.callbacks.BackupAndRestore` save its backup now (weights and training state),
+    whatever its `save_freq`."""
+    callback._save_model()
+
+
+def initial_epoch(model) -> int:
+    """The epoch `fit` starts from: 0, or the epoch a BackupAndRestore restored the model to in
+    its `on_train_begin` (Keras passes it to `fit` through the model's `_initial_epoch`)."""
+    return int(getattr(model, "_initial_epoch", 0) or 0)
+
+
+# --- TensorFlow: which CPU kernels run ------------------------------------------------------
+
+
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow runs its oneDNN kernels (None if this TensorFlow cannot tell).
+    Imports TensorFlow."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port  # private, but the only way to ask
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
