@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from celery import Celery, signals
@@ -52,7 +53,7 @@ class WorkerContext:
     job_log: JobLogHandler | None = None  # set while a job runs
 
     @classmethod
-    def connect(cls, settings: Settings, queues: list[str] = (), devices: dict | None = None) -> "WorkerContext":
+    def connect(cls, settings: Settings, queues: Iterable[str] = (), devices: dict | None = None) -> "WorkerContext":
         """A context on DIGITQ_BROKER_URL, else the embedded stack's Redis. Connects lazily:
         no command reaches Redis before the first task or announcement."""
         import redis
