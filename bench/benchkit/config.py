@@ -29,7 +29,7 @@ ACC_EPS = 1e-9
 BUSY_WARN = 0.10
 """Share of the machine's CPU time used by other processes during a run above which it is flagged."""
 HISTORY_POLL = 1.0
-"""Seconds between two looks at a job's history.json (an epoch takes 30-70 s)."""
+"""Seconds between two looks at a job's history.json (an epoch takes tens of seconds)."""
 TINY_ARGS = ["--epochs", "1", "--train-size", "1000", "--validation-size", "500", "--test-size", "500"]
 """`digitq submit-train` flags of the tiny job that warms a worker."""
 QUICK_DATA = ["--train-size", "5000", "--validation-size", "1000", "--test-size", "2000"]

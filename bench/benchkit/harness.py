@@ -214,7 +214,7 @@ class Harness:
             raise RuntimeError("`digitq submit-train` printed no job id")
         job_id = lines[-1]
         history_path = self.home / "jobs" / job_id / "history.json"
-        # 30 seed-cnn epochs take ~35 min here; leave room for a busy machine.
+        # Room for the longest seed-cnn run on a busy machine: 240 s per epoch, plus 600 s.
         deadline = time.monotonic() + max(self.args.timeout, epochs * 240 + 600)
         self.log(f"job {job_id}: polling {history_path} for test accuracy >= {target:.4f}")
         seen = len(read_history(history_path))

@@ -242,3 +242,52 @@ def test_onednn_section_and_summary():
 
     rows = "\n".join(report._summary({"onednn": res}))
     assert "TensorFlow's own choice (oneDNN off)" in rows and "training **1.50x**" in rows
+
+
+def test_median_and_percentile():
+    assert stats.median([3.0, None, 1.0, float("nan"), 2.0]) == 2.0
+    assert stats.median([]) is None and stats.median([None]) is None
+    xs = [10.0, 20.0, 30.0, 40.0, 50.0]
+    assert stats.percentile(xs, 50) == 30.0
+    assert stats.percentile(xs, 0) == 10.0 and stats.percentile(xs, 100) == 50.0
+    assert stats.percentile(xs, 99) == pytest.approx(49.6)  # interpolated between the two largest
+    assert stats.percentile([5.0], 99) == 5.0 and stats.percentile([], 50) is None
+
+
+def test_div_and_sub_pass_missing_values_on():
+    assert stats.div(3.0, 2.0) == 1.5
+    assert stats.div(None, 2.0) is None and stats.div(3.0, None) is None and stats.div(3.0, 0) is None
+    assert stats.sub(3.0, 2.0) == 1.0 and stats.sub(None, 1.0) is None and stats.sub(1.0, None) is None
+
+
+def test_latency_and_burst_stats():
+    samples = [(0.010, "a"), (0.020, "b"), (0.030, "c")]
+    s = stats.latency_stats(samples, {"a": 0.004, "c": 0.006})  # b's runtime was not logged
+    assert (s["n"], s["p50"], s["min"], s["max"]) == (3, 0.020, 0.010, 0.030)
+    assert s["mean"] == pytest.approx(0.020)
+    assert s["worker_samples"] == [0.004, 0.006] and s["worker_p50"] == pytest.approx(0.005)
+    b = stats.burst_stats(10, 0.1, 2.0, [0.1] * 10)
+    assert b["jobs_per_second"] == 5.0 and b["worker_busy_seconds"] == pytest.approx(1.0)
+    assert b["worker_bound_jobs_per_second"] == pytest.approx(10.0)
+    assert stats.burst_stats(10, 0.1, 2.0, [])["worker_bound_jobs_per_second"] is None
+
+
+def test_worker_log_timeline(tmp_path):
+    log = tmp_path / "worker.log"
+    lines = ["[2026-01-02 03:04:05,000: INFO/MainProcess] not a line of ours",
+             "[2026-01-02 03:04:05,100 INFO MainProcess] Task digitq.train[j1] received",
+             "[2026-01-02 03:04:06,100 INFO MainProcess] job j1: cnn on 55000 training images",
+             "[2026-01-02 03:04:36,100 INFO MainProcess] job j1: evaluating",
+             "[2026-01-02 03:04:38,100 INFO MainProcess] job j1: test accuracy 0.99",
+             "[2026-01-02 03:04:38,600 INFO MainProcess] Task digitq.train[j1] succeeded in 33.5s: {}",
+             "[2026-01-02 03:04:39,000 INFO MainProcess] Task digitq.predict[p1] succeeded in 0.004s: {}"]
+    log.write_text("\n".join(lines) + "\n")
+    read = worklog.read_log(log)
+    assert len(read) == 6 and read[1][0] - read[0][0] == pytest.approx(1.0)
+    tl = worklog.job_timeline(read, "j1")
+    assert tl["setup"] - tl["received"] == pytest.approx(1.0)
+    assert tl["done"] - tl["evaluating"] == pytest.approx(2.0)
+    assert tl["succeeded"] - tl["done"] == pytest.approx(0.5) and tl["runtime"] == 33.5
+    assert worklog.task_runtimes(read) == {"p1": 0.004}
+    assert worklog.read_log(log, offset=log.stat().st_size) == []
+    assert worklog.read_log(tmp_path / "missing.log") == []

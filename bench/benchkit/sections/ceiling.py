@@ -69,7 +69,7 @@ def run(h: Harness) -> CeilingResult:
             argv = [*augment_flags(augment), "--ensemble", str(k), "--epochs", str(e), "--track-test", *data_args,
                     "--name", "bench-ceiling"]
             h.log(f"ceiling: digitq submit-train {' '.join(argv)} --wait --json")
-            # K x E augmented cnn epochs of ~25-40 s each, plus a test pass per epoch: ~45-65 min for 5 x 20.
+            # K x E augmented cnn epochs, each with a test pass: 120 s per member-epoch, plus 900 s.
             res = h.service_train(argv, timeout=max(a.timeout, k * e * 120 + 900))
             runs.append((res, argv, augment, k, e, 0, []))
     jobs = []
