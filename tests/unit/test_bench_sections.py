@@ -1,0 +1,137 @@
+"""Each benchmark section's run(), on a fake harness that replays what the committed bench/results/suite.json
+recorded, rebuilds that result: the sections' bookkeeping, checked without training anything."""
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "bench"))  # where `python bench/suite.py` finds benchkit
+
+from benchkit import cli  # noqa: E402
+from benchkit.sections import ceiling, overhead, tta  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def recorded() -> dict:
+    doc = json.loads((REPO / "bench" / "results" / "suite.json").read_text())
+    return {name: {k: v for k, v in res.items() if k != "stamp"} for name, res in doc["results"].items()}
+
+
+class FakeHarness:
+    """The Harness methods a section calls, answering from recorded results instead of processes."""
+
+    def __init__(self, args, tmp_path):
+        self.args = args
+        self.models: dict = {}
+        self.warm = False
+        self.machine = {"cpu": "test CPU", "cpu_isa": "none", "usable_cpus": 2}
+        self.worker_log = tmp_path / "worker.log"  # never written: no timeline, as on a log-less worker
+        self.calls: list = []
+
+    def log(self, msg):
+        pass
+
+    def log_offset(self, path=None):
+        return 0
+
+    def ensure_warm(self):
+        self.warm = True
+        self.models.setdefault("warm", "warm:1")
+
+    def local_down(self):
+        self.warm = False
+
+
+def _as_history(curve: list[dict]) -> list[dict]:
+    return [dict(e) for e in curve]
+
+
+def test_overhead_run_rebuilds_the_recorded_summary(recorded, tmp_path):
+    rec = recorded["overhead"]
+    runs = rec["runs"]
+    h = FakeHarness(cli.parse_args(["--overhead-repeats", str(len(runs))]), tmp_path)
+    h.args.data_args = rec["data_args"]
+    tiny = iter([x for r in runs for x in (r["cold"]["first_job"], r["cold"]["warm_job"])])
+    service, bare, ups = iter(r["service"] for r in runs), iter(r["bare"] for r in runs), iter(
+        r["cold"]["local_up_seconds"] for r in runs)
+    h.local_up = lambda: next(ups)
+    h.service_train = lambda args, timeout=None: next(tiny) if "bench-warm" in args else next(service)
+    h.bare_train = lambda args, extra_env=None: next(bare)
+
+    got = overhead.run(h).to_dict()
+    assert {k: v for k, v in got.items() if k not in ("summary", "runs")} == {
+        k: v for k, v in rec.items() if k not in ("summary", "runs")}
+    timed = ("cold",)  # the cold start is timed by the harness's own clock and the worker log
+    assert {k: v for k, v in got["summary"].items() if k not in timed} == {
+        k: v for k, v in rec["summary"].items() if k not in timed}
+    assert got["summary"]["cold"]["local_up_seconds"] == rec["summary"]["cold"]["local_up_seconds"]
+    assert [r["service"] for r in got["runs"]] == [r["service"] for r in runs]
+    assert h.models["warm"] == runs[-1]["cold"]["warm_job"]["model"]
+
+
+def test_tta_run_rebuilds_the_recorded_result(recorded, tmp_path):
+    rec = recorded["tta"]
+    cnn, seed = rec["jobs"]["cnn"], rec["jobs"]["seed-cnn"]
+    args = cli.parse_args(["--cnn-epochs", str(cnn["epochs_requested"]), "--seed-epochs",
+                           str(seed["epochs_requested"]), "--seed-target", str(rec["seed_target"])])
+    args.data_args = rec["data_args"]
+    h = FakeHarness(args, tmp_path)
+    h.service_train = lambda argv, timeout=None: {
+        "history": _as_history(cnn["curve"]), **{k: cnn[k] for k in (
+            "job_id", "model", "test_accuracy", "wall_seconds", "client_seconds", "train_seconds", "train_images",
+            "cpu")}}
+    result = {} if seed["state"] == "REVOKED" else {
+        k: seed[k] for k in ("model", "test_accuracy", "wall_seconds", "train_seconds")}
+    h.service_train_to_target = lambda argv, target, epochs: {
+        "history": _as_history(seed["curve"]), "result": result, **{k: seed.get(k) for k in (
+            "job_id", "state", "stopped_at_target", "client_seconds", "seen_seconds", "cancel_seconds",
+            "train_images", "cpu")}}
+
+    assert tta.run(h).to_dict() == rec
+    assert h.models["tta-cnn"] == cnn["model"]
+
+
+def test_ceiling_run_with_reused_jobs_rebuilds_the_recorded_result(recorded, tmp_path):
+    rec = recorded["ceiling"]
+    jobs, members = rec["jobs"], rec["summary"]["members"]
+    args = cli.parse_args(["--ceiling-job", ",".join(j["job_id"] for j in jobs)])
+    args.data_args = rec["data_args"]
+    h = FakeHarness(args, tmp_path)
+    first = 0
+    finished = {}
+    for j in jobs:
+        own = range(first + 1, first + j["k"] + 1)
+        flags = dict(zip(j["model_flags"][::2], j["model_flags"][1::2]))
+        request = {"ensemble": j["k"], "epochs": j["epochs"], "augment": j["augment"], "seed": j["seed"]}
+        if "--conv-channels" in flags:
+            request["conv_channels"] = [int(c) for c in flags["--conv-channels"].split(",")]
+        finished[j["job_id"]] = {
+            "job_id": j["job_id"], "request": request, "reused": j["reused"], "model": j["model"],
+            "test_accuracy": j["test_accuracy"], "train_seconds": j["train_seconds"],
+            "wall_seconds": j["wall_seconds"], "client_seconds": None, "cpu": None, "warnings": [],
+            "train_images": rec["train_images"],
+            "member_accuracies": [m["test_accuracy"] for m in members if m["member"] in own],
+            "history": [{**e, "member": e["member"] - first} for e in rec["history"] if e["member"] in own]}
+        first += j["k"]
+    h.finished_job = finished.__getitem__
+    ev, reg = rec["evaluate"], rec["registry"]
+
+    def fake_cli(argv, check=True, timeout=None):
+        h.calls.append(argv)
+        if argv[:2] == ["models", "combine"]:
+            out = f"registered {rec['model']}: the average of {rec['k']} networks"
+        elif argv[0] == "evaluate":
+            out = json.dumps({k: ev[k] for k in ("accuracy", "loss", "images", "dataset", "model")})
+        else:
+            out = json.dumps({**reg, "members": [f"m{i}" for i in range(reg["members"])]})
+        return SimpleNamespace(stdout=out + "\n", returncode=0)
+
+    h.cli = fake_cli
+    got = ceiling.run(h).to_dict()
+    got["evaluate"]["seconds"] = ev["seconds"]  # timed by the harness's clock
+    assert got == rec
+    assert h.calls[0] == rec["combine_argv"] and h.calls[1] == ev["argv"]
