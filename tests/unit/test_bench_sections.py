@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))  # where `python bench/suite.py` finds benchkit
 
 from benchkit import cli  # noqa: E402
-from benchkit.sections import ceiling, overhead, tta  # noqa: E402
+from benchkit.sections import ceiling, onednn, overhead, scaling, tta  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +135,51 @@ def test_ceiling_run_with_reused_jobs_rebuilds_the_recorded_result(recorded, tmp
     got["evaluate"]["seconds"] = ev["seconds"]  # timed by the harness's clock
     assert got == rec
     assert h.calls[0] == rec["combine_argv"] and h.calls[1] == ev["argv"]
+
+
+def test_onednn_run_rebuilds_the_recorded_result(recorded, tmp_path):
+    rec = recorded["onednn"]
+    repeats = len(rec["sides"]["0"]["runs"])
+    h = FakeHarness(cli.parse_args(["--repeats", str(repeats), "--scale-images", str(rec["train_images"])]),
+                    tmp_path)
+    cpu, isa = rec["cpu"].rsplit(" (", 1)
+    h.machine.update(cpu=cpu, cpu_isa=isa.rstrip(")"), tf_default_onednn=rec["tf_default"])
+    runs = {v: iter(side["runs"]) for v, side in rec["sides"].items()}
+
+    def bare_train(args, extra_env=None):
+        r = next(runs[extra_env["TF_ENABLE_ONEDNN_OPTS"]])
+        return {"steady_images_per_second": r["steady_images_per_second"], "onednn": r["onednn"], "cpu": r["cpu"],
+                "history": [{"images_per_second": r["epoch_images_per_second"]}], "test_images": rec["test_images"],
+                "phases_seconds": {"eval": r["eval_seconds"]}, "test_accuracy": r["test_accuracy"]}
+
+    h.bare_train = bare_train
+    assert onednn.run(h).to_dict() == rec
+    assert all(next(it, None) is None for it in runs.values())  # every recorded run used, no more
+
+
+def test_scaling_run_rebuilds_the_recorded_result(recorded, tmp_path):
+    rec = recorded["scaling"]
+    rep, wk = rec["replicas"], rec["workers"]
+    repeats = len(rep["1"]["runs"])
+    h = FakeHarness(cli.parse_args(["--repeats", str(repeats), "--scale-images", str(rec["train_images"])]),
+                    tmp_path)
+    replica_runs = {k: iter(side["runs"]) for k, side in rep.items()}
+    worker_runs = {k: iter(side["runs"]) for k, side in wk.items()}
+    consuming = {"w2@bench": True}
+
+    def bare_train(args, extra_env=None):
+        k = extra_env["DIGITQ_CPU_REPLICAS"]
+        r = next(replica_runs[k])
+        return {"steady_images_per_second": r["steady_images_per_second"], "process_seconds": r["process_seconds"],
+                "history": [{"images_per_second": r["epoch_images_per_second"]}], "cpu": r["cpu"],
+                "phases_seconds": {"fit": r["fit_seconds"]}, "global_batch": rep[k]["global_batch"],
+                "replicas": rep[k]["replicas_seen"], "test_accuracy": rep[k]["test_accuracy"]}
+
+    h.bare_train = bare_train
+    h.start_w2 = lambda: ("w2@bench", "local@bench")
+    h.stop_w2 = lambda: None
+    h.consume = lambda node, on: consuming.__setitem__(node, on)
+    h.service_train = lambda args, timeout=None: {"model": "warm:1"}
+    h.concurrent_jobs = lambda n, args: next(worker_runs["2" if consuming["w2@bench"] else "1"])
+    assert scaling.run(h).to_dict() == rec
+    assert all(next(it, None) is None for it in [*replica_runs.values(), *worker_runs.values()])

@@ -2,7 +2,6 @@
 the stamps that let a partial rerun keep the other results, and bench/suite.py's options. Nothing is run
 or trained."""
 
-import importlib.util
 import json
 import math
 import sys
