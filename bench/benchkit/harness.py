@@ -38,6 +38,12 @@ def _data_dir(given: str | None) -> Path:
     return data_dir
 
 
+def digitq_argv() -> list[str]:
+    """How to run the `digitq` CLI of this interpreter's environment."""
+    script = Path(sys.executable).with_name("digitq")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "digitq.client"]
+
+
 def log(msg: str) -> None:
     """A progress line on stderr."""
     print(f"[suite {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -59,8 +65,7 @@ class Harness:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         self.env = dict(os.environ)
         self.python = sys.executable
-        script = Path(sys.executable).with_name("digitq")
-        self.digitq = [str(script)] if script.exists() else [sys.executable, "-m", "digitq.client"]
+        self.digitq = digitq_argv()
         self.models: dict = {}
         """Models registered along the way that later sections reuse: "warm", "tta-cnn", "tta-seed-cnn"."""
         self.warm = False

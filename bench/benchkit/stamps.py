@@ -62,6 +62,37 @@ def format_stamp(stamp: dict | None, timing: dict | None = None) -> str:
     return text
 
 
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def cpu_isa() -> str:
+    """The widest vector instructions the CPU offers, as TensorFlow's kernels care about them:
+    "AVX2", "AVX-512 (VNNI, BF16)", "AMX, AVX-512 (...)" ("unknown" without /proc/cpuinfo)."""
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    if not flags:
+        return "unknown"
+    if "avx512f" in flags:
+        extras = [name for flag, name in (("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16")) if flag in flags]
+        isa = "AVX-512" + (f" ({', '.join(extras)})" if extras else "")
+        return ("AMX, " + isa) if "amx_tile" in flags else isa
+    return "AVX2" if "avx2" in flags else "no AVX2"
+
+
 def tf_default_onednn() -> bool | None:
     """Whether TensorFlow turns its oneDNN kernels on by itself on this CPU: a fresh interpreter that
     imports TensorFlow without digitq and without TF_ENABLE_ONEDNN_OPTS (None if it cannot tell)."""
@@ -99,8 +130,6 @@ def _memory_gib() -> float | None:
 
 def machine_info() -> dict:
     """The machine record of a run: CPU, memory, software versions, date, commit, load."""
-    from predict_throughput import cpu_isa, cpu_model  # bench/ is on sys.path, as benchkit's home
-
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:

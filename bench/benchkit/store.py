@@ -20,13 +20,13 @@ def clean_json(obj):
     return obj
 
 
-def last_json(text: str):
-    """The last line of a command's output that is a JSON object or list."""
+def last_json(text: str, error: type[BaseException] = RuntimeError):
+    """The last line of a command's output that is a JSON object or list; `error` if there is none."""
     for line in reversed(text.strip().splitlines()):
         line = line.strip()
         if line.startswith("{") or line.startswith("["):
             return json.loads(line)
-    raise RuntimeError(f"no JSON in output:\n{text[-2000:]}")
+    raise error(f"no JSON in output:\n{text[-2000:]}")
 
 
 def write_suite_json(path: Path, doc: dict) -> None:
