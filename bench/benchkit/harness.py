@@ -50,6 +50,8 @@ def log(msg: str) -> None:
 
 
 class Harness:
+    """The processes and jobs a section measures, and what they leave behind for later sections."""
+
     def __init__(self, args, out: Path):
         self.args = args
         self.out = out
@@ -72,8 +74,6 @@ class Harness:
         self.w2 = None
         self.meters = Meters()
         self.machine = machine_info()
-
-    """The processes and jobs a section measures, and what they leave behind for later sections."""
 
     # --- processes ------------------------------------------------------------------------------
     log = staticmethod(log)
