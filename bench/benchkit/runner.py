@@ -132,13 +132,17 @@ def run_suite(args) -> int:
     if any((r.get("stamp") or {}).get("quick") != args.quick for r in results.values()):
         h.log("WARNING: mixing --quick and full results in one report; each section says which it is")
     try:
-        try:
-            failed = run_sections(run, h)
-        finally:
-            h.close()
+        return _run_and_write(run, h)
     except KeyboardInterrupt:
         h.log("interrupted")
         return 130
+
+
+def _run_and_write(run: Run, h: Harness) -> int:
+    try:
+        failed = run_sections(run, h)
+    finally:
+        h.close()
     run.machine["load_average_end"] = list(os.getloadavg())
     run.write_json()
     run.write_plots()

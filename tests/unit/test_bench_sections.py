@@ -183,3 +183,54 @@ def test_scaling_run_rebuilds_the_recorded_result(recorded, tmp_path):
     h.concurrent_jobs = lambda n, args: next(worker_runs["2" if consuming["w2@bench"] else "1"])
     assert scaling.run(h).to_dict() == rec
     assert all(next(it, None) is None for it in [*replica_runs.values(), *worker_runs.values()])
+
+
+def test_a_partial_rerun_keeps_the_others_and_survives_a_failing_section(recorded, tmp_path, monkeypatch):
+    """`--only tta,queue` with tta replaying its recorded result and queue failing: the run goes on, exits 1,
+    stops the stack, and suite.json and the report hold the new tta, the failure and every kept section."""
+    from dataclasses import replace
+
+    from benchkit import runner
+    from benchkit.sections import SECTIONS
+
+    out = tmp_path / "results"
+    out.mkdir()
+    committed = json.loads((REPO / "bench" / "results" / "suite.json").read_text())
+    (out / "suite.json").write_text(json.dumps(committed))
+    closed = []
+
+    class Meter:
+        def stop(self):
+            return {"other_share": 0.0, "other_cpu_seconds": 0.0}
+
+    class StubHarness:
+        def __init__(self, args, out):
+            self.machine, self.home, self.data_dir = dict(committed["machine"]), tmp_path, tmp_path
+
+        log = staticmethod(lambda msg: None)
+
+        def meter(self):
+            return Meter()
+
+        def close(self):
+            closed.append(True)
+
+    def fail(h):
+        raise RuntimeError("the broker is gone")
+
+    monkeypatch.setattr(runner, "Harness", StubHarness)
+    replay = replace(SECTIONS["tta"], run=lambda h: tta.TtaResult.from_dict(recorded["tta"]))
+    monkeypatch.setitem(SECTIONS, "tta", replay)
+    monkeypatch.setitem(SECTIONS, "queue", replace(SECTIONS["queue"], run=fail))
+    args = cli.parse_args(["--only", "tta,queue", "--out", str(out), "--plots", str(tmp_path / "plots"),
+                           "--report", str(tmp_path / "BENCHMARKS.md")])
+    assert runner.run_suite(args) == 1
+    assert closed == [True]
+    doc = json.loads((out / "suite.json").read_text())
+    assert sorted(doc["results"]) == sorted(committed["results"])
+    assert {k: v for k, v in doc["results"]["tta"].items() if k != "stamp"} == recorded["tta"]
+    assert doc["results"]["tta"]["stamp"] != committed["results"]["tta"]["stamp"]  # stamped anew
+    assert doc["results"]["queue"]["error"] == "RuntimeError: the broker is gone"
+    assert doc["results"]["overhead"] == committed["results"]["overhead"]  # kept as it was
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "the broker is gone" in text and "| kept from earlier runs | overhead (" in text
