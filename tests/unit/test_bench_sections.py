@@ -11,7 +11,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))  # where `python bench/suite.py` finds benchkit
 
-from benchkit import cli  # noqa: E402
+from benchkit import cli, config  # noqa: E402
 from benchkit.sections import ceiling, onednn, overhead, scaling, tta  # noqa: E402
 
 
@@ -234,3 +234,34 @@ def test_a_partial_rerun_keeps_the_others_and_survives_a_failing_section(recorde
     assert doc["results"]["overhead"] == committed["results"]["overhead"]  # kept as it was
     text = (tmp_path / "BENCHMARKS.md").read_text()
     assert "the broker is gone" in text and "| kept from earlier runs | overhead (" in text
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_ceiling_run_trains_one_job_and_evaluates_its_model(tmp_path, quick):
+    args = cli.parse_args(["--ceiling-augment", "elastic", *(["--quick"] if quick else [])])
+    h = FakeHarness(args, tmp_path)
+    history = [{"epoch": 1, "seconds": 5.0, "train_elapsed": 5.0, "test_accuracy": acc, "member": m}
+               for m, acc in ((1, 0.98), (2, 0.985))]
+    trained = []
+
+    def service_train(argv, timeout=None):
+        trained.append(argv)
+        return {"job_id": "j1", "model": "bench-ceiling:1", "test_accuracy": 0.99, "member_accuracies": [0.98, 0.985],
+                "train_seconds": 10.0, "wall_seconds": 12.0, "client_seconds": 13.0, "train_images": 5000,
+                "history": history, "warnings": [], "cpu": {"other_share": 0.0}}
+
+    def fake_cli(argv, check=True, timeout=None):
+        h.calls.append(argv)
+        out = {"accuracy": 0.99, "loss": 0.1, "images": 2000, "dataset": "mnist-test", "model": "bench-ceiling:1"}
+        return SimpleNamespace(stdout=json.dumps(out if argv[0] == "evaluate" else {"kind": "ensemble"}) + "\n")
+
+    h.service_train, h.cli = service_train, fake_cli
+    res = ceiling.run(h)
+    k = args.ceiling_k
+    assert trained == [["--augment", "--elastic", "--ensemble", str(k), "--epochs", str(args.ceiling_epochs),
+                        "--track-test", *(config.QUICK_DATA if quick else ["--validation-size", "0"]),
+                        "--name", "bench-ceiling"]]
+    assert res.combine_argv is None and res.model == "bench-ceiling:1" and res.client_seconds == 13.0
+    assert h.calls[0] == ["evaluate", "--model", "bench-ceiling:1", *(["--test-size", "2000"] if quick else []),
+                          "--json"]
+    assert res.summary["member_median"] == pytest.approx(0.9825) and res.augment == "elastic"

@@ -51,56 +51,10 @@ def run(h: Harness) -> CeilingResult:
     then `digitq evaluate` on the registered model."""
     a = h.args
     h.ensure_warm()
-    k, e = a.ceiling_k, a.ceiling_epochs
-    # All 60,000 training images: nothing here selects or stops on the validation set, so a
-    # final model has no use for holding 5,000 of them out (--quick's data args keep theirs).
-    data_args = a.data_args if arg_value(a.data_args, "--validation-size") else ["--validation-size", "0",
-                                                                                 *a.data_args]
-    runs = []
-    if a.ceiling_job:
-        for job_id in a.ceiling_job.split(","):
-            res = h.finished_job(job_id.strip())
-            req = res["request"]
-            h.log(f"ceiling: reusing finished job {res['job_id']} ({req['ensemble']} x {req['epochs']} epochs)")
-            runs.append((res, None, req.get("augment") or "affine", req["ensemble"], req["epochs"], req.get("seed", 0),
-                         model_flags(req)))
-    else:
-        for augment in a.ceiling_augment.split(","):
-            argv = [*augment_flags(augment), "--ensemble", str(k), "--epochs", str(e), "--track-test", *data_args,
-                    "--name", "bench-ceiling"]
-            h.log(f"ceiling: digitq submit-train {' '.join(argv)} --wait --json")
-            # K x E augmented cnn epochs, each with a test pass: 120 s per member-epoch, plus 900 s.
-            res = h.service_train(argv, timeout=max(a.timeout, k * e * 120 + 900))
-            runs.append((res, argv, augment, k, e, 0, []))
-    jobs = []
-    for res, argv, augment, jk, je, seed, mflags in runs:
-        own = ceiling_summary(res, seed=0)
-        accs = ", ".join(f"{m['test_accuracy'] * 100:.2f}%" for m in own["members"])
-        h.log(f"ceiling: job {res['job_id']} ({' '.join(recipe_flags({'augment': augment, 'model_flags': mflags}))}): members {accs}, "
-              f"its ensemble {res['test_accuracy'] * 100:.2f}%, {res['train_seconds']:.0f} s of training")
-        jobs.append({"job_id": res["job_id"], "augment": augment, "model_flags": mflags, "argv": argv, "k": jk,
-                     "epochs": je, "seed": seed,
-                     "reused": res.get("reused"), "model": res["model"], "test_accuracy": res["test_accuracy"],
-                     "member_accuracies": res["member_accuracies"], "train_seconds": res["train_seconds"],
-                     "wall_seconds": res["wall_seconds"], "client_seconds": res["client_seconds"],
-                     "train_images": res["train_images"], "history": res["history"],
-                     "warnings": res["warnings"], "cpu": res["cpu"]})
-    model, combine_argv = jobs[0]["model"], None
-    if len(jobs) > 1:
-        combine_argv = ["models", "combine", *[j["model"] for j in jobs], "--name", "bench-ceiling-combined",
-                        "--no-evaluate"]
-        line = h.cli(combine_argv).stdout.strip()
-        model = line.split()[1].rstrip(":")  # "registered NAME:VERSION: the average of ..."
-        h.log(f"ceiling: `digitq {' '.join(combine_argv)}`: {line}")
-    ev_argv = ["evaluate", "--model", model, "--json"]
-    if arg_value(a.data_args, "--test-size"):
-        ev_argv[3:3] = ["--test-size", arg_value(a.data_args, "--test-size")]
-    t = time.perf_counter()
-    ev = last_json(h.cli(ev_argv).stdout)
-    ev_seconds = time.perf_counter() - t
+    jobs = [_job_record(h, *run) for run in (_reused_jobs(h) if a.ceiling_job else _trained_jobs(h))]
+    model, combine_argv = _register(h, jobs)
+    ev_argv, ev, ev_seconds = _evaluate(h, model)
     record = last_json(h.cli(["models", "show", model]).stdout)
-    h.log(f"`digitq {' '.join(ev_argv)}`: accuracy {ev['accuracy'] * 100:.2f}% over {ev['images']} images "
-          f"in {ev_seconds:.1f} s")
     ensemble = jobs[0]["test_accuracy"] if len(jobs) == 1 else ev["accuracy"]
     summary = combined_ceiling_summary(jobs, ensemble)
     first = jobs[0]
@@ -119,6 +73,77 @@ def run(h: Harness) -> CeilingResult:
                   "images": ev.get("images"), "dataset": ev.get("dataset"), "model": ev.get("model")},
         registry={"kind": record.get("kind"), "members": len(record.get("members") or []), "arch": record.get("arch"),
                   "test_accuracy": record.get("test_accuracy")})
+
+
+def _reused_jobs(h: Harness) -> list[tuple]:
+    """The finished --ceiling-job jobs: (result, argv None, augment, k, epochs, seed, model flags) each."""
+    runs = []
+    for job_id in h.args.ceiling_job.split(","):
+        res = h.finished_job(job_id.strip())
+        req = res["request"]
+        h.log(f"ceiling: reusing finished job {res['job_id']} ({req['ensemble']} x {req['epochs']} epochs)")
+        runs.append((res, None, req.get("augment") or "affine", req["ensemble"], req["epochs"], req.get("seed", 0),
+                     model_flags(req)))
+    return runs
+
+
+def _trained_jobs(h: Harness) -> list[tuple]:
+    """One new ensemble job per --ceiling-augment entry, shaped like _reused_jobs'."""
+    a = h.args
+    k, e = a.ceiling_k, a.ceiling_epochs
+    # All 60,000 training images: nothing here selects or stops on the validation set, so a
+    # final model has no use for holding 5,000 of them out (--quick's data args keep theirs).
+    data_args = a.data_args if arg_value(a.data_args, "--validation-size") else ["--validation-size", "0",
+                                                                                 *a.data_args]
+    runs = []
+    for augment in a.ceiling_augment.split(","):
+        argv = [*augment_flags(augment), "--ensemble", str(k), "--epochs", str(e), "--track-test", *data_args,
+                "--name", "bench-ceiling"]
+        h.log(f"ceiling: digitq submit-train {' '.join(argv)} --wait --json")
+        # K x E augmented cnn epochs, each with a test pass: 120 s per member-epoch, plus 900 s.
+        res = h.service_train(argv, timeout=max(a.timeout, k * e * 120 + 900))
+        runs.append((res, argv, augment, k, e, 0, []))
+    return runs
+
+
+def _job_record(h: Harness, res: dict, argv, augment: str, k: int, epochs: int, seed: int, mflags: list) -> dict:
+    """What the ceiling keeps of one ensemble job."""
+    own = ceiling_summary(res, seed=0)
+    accs = ", ".join(f"{m['test_accuracy'] * 100:.2f}%" for m in own["members"])
+    recipe = " ".join(recipe_flags({"augment": augment, "model_flags": mflags}))
+    h.log(f"ceiling: job {res['job_id']} ({recipe}): members {accs}, "
+          f"its ensemble {res['test_accuracy'] * 100:.2f}%, {res['train_seconds']:.0f} s of training")
+    return {"job_id": res["job_id"], "augment": augment, "model_flags": mflags, "argv": argv, "k": k,
+            "epochs": epochs, "seed": seed, "reused": res.get("reused"), "model": res["model"],
+            "test_accuracy": res["test_accuracy"], "member_accuracies": res["member_accuracies"],
+            "train_seconds": res["train_seconds"], "wall_seconds": res["wall_seconds"],
+            "client_seconds": res["client_seconds"], "train_images": res["train_images"], "history": res["history"],
+            "warnings": res["warnings"], "cpu": res["cpu"]}
+
+
+def _register(h: Harness, jobs: list[dict]) -> tuple[str, list | None]:
+    """The model to score: the one job's, or the jobs' models combined with `digitq models combine`."""
+    if len(jobs) == 1:
+        return jobs[0]["model"], None
+    combine_argv = ["models", "combine", *[j["model"] for j in jobs], "--name", "bench-ceiling-combined",
+                    "--no-evaluate"]
+    line = h.cli(combine_argv).stdout.strip()
+    h.log(f"ceiling: `digitq {' '.join(combine_argv)}`: {line}")
+    return line.split()[1].rstrip(":"), combine_argv  # "registered NAME:VERSION: the average of ..."
+
+
+def _evaluate(h: Harness, model: str) -> tuple[list, dict, float]:
+    """`digitq evaluate` on the model (on --quick's smaller test set): its argv, its JSON, its seconds."""
+    ev_argv = ["evaluate", "--model", model, "--json"]
+    test_size = arg_value(h.args.data_args, "--test-size")
+    if test_size:
+        ev_argv[3:3] = ["--test-size", test_size]
+    t = time.perf_counter()
+    ev = last_json(h.cli(ev_argv).stdout)
+    seconds = time.perf_counter() - t
+    h.log(f"`digitq {' '.join(ev_argv)}`: accuracy {ev['accuracy'] * 100:.2f}% over {ev['images']} images "
+          f"in {seconds:.1f} s")
+    return ev_argv, ev, seconds
 
 
 def render(res: dict, ctx: Context) -> list[str]:
