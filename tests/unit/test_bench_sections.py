@@ -265,3 +265,24 @@ def test_ceiling_run_trains_one_job_and_evaluates_its_model(tmp_path, quick):
     assert h.calls[0] == ["evaluate", "--model", "bench-ceiling:1", *(["--test-size", "2000"] if quick else []),
                           "--json"]
     assert res.summary["member_median"] == pytest.approx(0.9825) and res.augment == "elastic"
+
+
+def test_queue_run_times_each_task_and_the_burst(tmp_path, monkeypatch):
+    import digitq.client.api as api
+    from benchkit.sections import queue
+
+    sent = []
+
+    class App:
+        def send_task(self, name, args, queue):
+            sent.append((name, args[0]["model"], queue))
+            return SimpleNamespace(id=f"t{len(sent)}")
+
+    client = SimpleNamespace(app=App(), wait_result=lambda task_id, timeout, poll: None)
+    monkeypatch.setattr(api, "connect", lambda start_local=False: client)
+    h = FakeHarness(cli.parse_args(["--queue-n", "4"]), tmp_path)
+    res = queue.run(h)
+    assert len(sent) == 3 + 3 * 4 and {s[1] for s in sent} == {"warm:1"}  # 3 untimed warm-ups first
+    assert res.n == 4 and res.sequential_default_poll["n"] == res.sequential_fine_poll["n"] == 4
+    assert res.burst["n"] == 4 and res.burst["worker_bound_jobs_per_second"] is None  # no worker log here
+    assert sorted(res.to_dict()) == ["burst", "model", "n", "sequential_default_poll", "sequential_fine_poll"]
