@@ -51,6 +51,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from benchkit.harness import digitq_argv  # bench/ is on sys.path: this script's folder
+from benchkit.stamps import cpu_model
+from benchkit.store import last_json as _last_json
+
 REPO = Path(__file__).resolve().parents[1]
 GOAL_VS_KERAS = 0.5
 GOAL_VS_LOOP = 20.0
@@ -100,37 +104,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo ("unknown" elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
-def cpu_isa() -> str:
-    """The widest vector instructions the CPU offers, as TensorFlow's kernels care about them:
-    "AVX2", "AVX-512 (VNNI, BF16)", "AMX, AVX-512 (...)" ("unknown" without /proc/cpuinfo)."""
-    flags: set[str] = set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    if not flags:
-        return "unknown"
-    if "avx512f" in flags:
-        extras = [name for flag, name in (("avx512_vnni", "VNNI"), ("avx512_bf16", "BF16")) if flag in flags]
-        isa = "AVX-512" + (f" ({', '.join(extras)})" if extras else "")
-        return ("AMX, " + isa) if "amx_tile" in flags else isa
-    return "AVX2" if "avx2" in flags else "no AVX2"
-
-
 def machine_info() -> dict:
     model = cpu_model()
     try:
@@ -177,11 +150,6 @@ def write_pngs(images: np.ndarray, folder: Path, size: int) -> list[Path]:
 # --- the CLI -----------------------------------------------------------------------------------
 
 
-def digitq_argv() -> list[str]:
-    script = Path(sys.executable).with_name("digitq")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "digitq.client"]
-
-
 def cli(args: list[str], env: dict, timeout: float, check: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run(digitq_argv() + args, env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL)
@@ -191,11 +159,8 @@ def cli(args: list[str], env: dict, timeout: float, check: bool = True) -> subpr
 
 
 def last_json(text: str):
-    for line in reversed(text.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{") or line.startswith("["):
-            return json.loads(line)
-    raise SystemExit(f"no JSON in output:\n{text[-2000:]}")
+    """The last JSON line of a command's output; none stops the script."""
+    return _last_json(text, error=SystemExit)
 
 
 def train_model(env: dict, args) -> dict:

@@ -1,0 +1,135 @@
+"""Prediction throughput: bench/predict_throughput.py, `digitq predict` against bare Keras and the
+tutorials' per-image loop."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchkit.config import BENCH
+from benchkit.harness import Harness
+from benchkit.plotting import save, title
+from benchkit.section import Context, Result, Section
+
+
+@dataclass
+class PredictResult(Result):
+    report: dict
+    """predict_throughput.py's own JSON (n, png_size, model, results, goals, profile, ...)."""
+    how_model: str
+    """Where the model came from, in words."""
+
+    def to_dict(self) -> dict:
+        return {**self.report, "how_model": self.how_model}
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        return cls(report={k: v for k, v in data.items() if k not in ("stamp", "how_model")},
+                   how_model=data["how_model"])
+
+
+def run(h: Harness) -> PredictResult:
+    """bench/predict_throughput.py on the warm stack, with the time-to-accuracy cnn unless --predict-train."""
+    a = h.args
+    h.ensure_warm()
+    out_json = h.out / "predict.json"
+    argv = [h.python, str(BENCH / "predict_throughput.py"), "-n", str(a.predict_n),
+            "--loop-sample", str(50 if a.quick else 300), "--repeats", str(a.repeats), "--out", str(out_json),
+            "--home", str(h.home), "--data-dir", str(h.data_dir), "--keep", "--timeout", str(a.timeout)]
+    ref = h.models.get("tta-cnn")
+    if ref and not a.predict_train:
+        argv += ["--model-ref", ref]
+        how = (f"reused from the time-to-accuracy benchmark (default cnn, {a.cnn_epochs} epochs; "
+               "--predict-train trains a 3-epoch one instead)")
+    else:
+        train = ["--epochs", "3", *a.data_args, "--name", "bench-predict"]
+        argv += ["--train-args", shlex.join(train)]
+        how = "trained by predict_throughput.py: digitq submit-train " + shlex.join(train)
+    h.log(f"predict_throughput.py -n {a.predict_n} ({how})")
+    out_json.unlink(missing_ok=True)
+    proc = subprocess.run(argv, env=h.env, capture_output=True, text=True, timeout=a.timeout * 2,
+                          stdin=subprocess.DEVNULL)
+    (h.out / "predict.log").write_text(proc.stdout + "\n--- stderr ---\n" + proc.stderr)
+    m = re.search(r"scratch (\S+), DIGITQ_HOME", proc.stderr)
+    if m and Path(m.group(1)).name.startswith("digitq-bench-"):
+        shutil.rmtree(m.group(1), ignore_errors=True)  # --keep kept it (and the stack, which we still use)
+    if proc.returncode != 0:
+        raise RuntimeError(f"predict_throughput.py exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    res = PredictResult(report=json.loads(out_json.read_text()), how_model=how)
+    r = res.report["results"]
+    h.log(f"(a) {r['a']['images_per_second']:,.0f}, (b) {r['b']['images_per_second']:,.0f}, "
+          f"(c) {r['c']['images_per_second']:,.0f} images/s")
+    return res
+
+
+def render(res: dict, ctx: Context) -> list[str]:
+    r, mdl = res["results"], res["model"]
+    L = [f"`bench/predict_throughput.py` (run by the suite with `-n {res['n']}`; its own JSON is "
+         "`bench/results/predict.json`): the same model and the same MNIST test digits, written as real "
+         f"{res['png_size']}x{res['png_size']} PNG files (dark ink on white), through (a) bare Keras `model.predict` on the",
+         "decoded arrays, (b) the tutorials' per-image loop (PIL, invert, `model.predict` per image) and (c)",
+         "`digitq predict FOLDER` end to end on the warm embedded stack.", "",
+         f"Model: `{mdl['model']}`, {res.get('how_model', '')}; its test accuracy at training: "
+         f"{(mdl.get('test_accuracy') or float('nan')) * 100:.2f}%.", "",
+         ]
+    from predict_throughput import result_tables  # bench/ is on sys.path, as benchkit's home
+
+    L += result_tables(res)
+    L += ["", f"Accuracy of this model on the PNGs through `digitq predict`: **{r['c']['accuracy'] * 100:.2f}%**; on the "
+          f"decoded test arrays (bare Keras): **{r['a']['accuracy'] * 100:.2f}%** (first {res['n']:,} test digits).", ""]
+    p = res.get("profile")
+    if p:
+        L += ["Where (c)'s time goes (median run):", "", "| part | seconds | share of (c) wall |", "| --- | ---: | ---: |"]
+        wall = r["c"]["median_seconds"]
+        for label, sec in p["parts"]:
+            share = f"{sec / wall * 100:.0f}%" if sec is not None and sec == sec and wall else "-"
+            L.append(f"| {label} | {sec:.3f} | {share} |")
+        L.append("")
+    return L
+
+
+
+def plot(res: dict, path: Path, ctx: Context) -> None:
+    import matplotlib.pyplot as plt
+
+    r = res["results"]
+    labels = ["(a) bare Keras\nmodel.predict", "(b) tutorial\nper-image loop", "(c) digitq predict\nend to end"]
+    vals = [r[k]["images_per_second"] for k in "abc"]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    bars = ax.barh(labels, vals, color=["#4c72b0", "#c44e52", "#55a868"])
+    ax.set_xscale("log")
+    for bar, k in zip(bars, "abc"):
+        acc = r[k].get("accuracy")
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                f"  {r[k]['images_per_second']:,.0f}/s" + (f", acc {acc * 100:.2f}%" if acc is not None else ""),
+                va="center", fontsize=8)
+    ax.set_xlim(right=max(vals) * 8)
+    ax.invert_yaxis()
+    ax.set_xlabel("images per second (log scale)")
+    title(ax, f"Prediction throughput, {res['n']:,} MNIST test PNGs", ctx.quick)
+    save(fig, path)
+
+
+def summary_rows(res: dict) -> list[str]:
+    g = res["goals"]
+    return [f"| prediction | bare Keras / per-image loop | (c)/(a) **{g['c_over_a']['value']:.2f}**, (c)/(b) "
+            f"**{g['c_over_b']['value']:.1f}** | >= {g['c_over_a']['goal']:g} "
+            f"({'met' if g['c_over_a']['met'] else 'NOT met'}), >= {g['c_over_b']['goal']:g} "
+            f"({'met' if g['c_over_b']['met'] else 'NOT met'}) |"]
+
+
+SECTION = Section(
+    name="predict",
+    title="Prediction throughput",
+    result=PredictResult,
+    run=run,
+    render=render,
+    plot=plot,
+    summary=summary_rows,
+    repeats=lambda args: args.repeats,
+)
