@@ -90,3 +90,35 @@ def client_env(shared_redis, shared_home, data_dir, monkeypatch):
     monkeypatch.setenv("DIGITQ_DATA_DIR", str(data_dir))
     monkeypatch.delenv("DIGITQ_RESULT_BACKEND", raising=False)
     return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def service_env(shared_redis, shared_home, data_dir) -> dict:
+    """What `client_env` sets, for session- and module-scoped fixtures (client_env is per test)."""
+    env = dict(os.environ, DIGITQ_BROKER_URL=shared_redis.url, DIGITQ_HOME=str(shared_home),
+               DIGITQ_DATA_DIR=str(data_dir))
+    env.pop("DIGITQ_RESULT_BACKEND", None)
+    return env
+
+
+SMALL_MODEL_RECIPE = ["--epochs", "1", "--train-size", "3000", "--validation-size", "300", "--test-size", "500",
+                      "--batch-size", "32"]
+"""The session's one shared model: 3,000 images, 1 epoch, scored on the first 500 test images."""
+
+
+@pytest.fixture(scope="session")
+def trained_model(shared_worker, service_env):
+    """One small model trained once for the whole session through the real CLI on the shared
+    worker, registered as NAME:1. Tests that need more versions of a name train their own."""
+    import json
+    import uuid
+    from types import SimpleNamespace
+
+    from tests.helpers import ok
+    from tests.processes import run_cli
+
+    name = f"shared-{uuid.uuid4().hex[:8]}"
+    proc = ok(run_cli(["submit-train", "--json", "--name", name, *SMALL_MODEL_RECIPE], service_env, timeout=600))
+    res = json.loads(proc.stdout)
+    assert res["state"] == "SUCCESS" and res["model"] == f"{name}:1", res
+    return SimpleNamespace(name=name, result=res, test_size=500)

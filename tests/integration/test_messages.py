@@ -4,13 +4,13 @@ payloads with a reason, executes none of them, and keeps serving."""
 import json
 import os
 import pickle
-import time
 
 import pytest
 from kombu import Connection, Exchange, Producer
 
 from digitq.client.api import Client
 from digitq.common.names import TRAIN_TASK
+from tests.helpers import wait_for
 from tests.processes import run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -29,13 +29,10 @@ class Exploit:
 
 
 def _final(client, job_id, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if client._meta(job_id) is not None:  # sent by hand: not in the jobs index until it has a state
-            st = client.status(job_id)
-            if st.state in ("SUCCESS", "FAILURE", "REVOKED"):
-                return st
-        time.sleep(0.2)
+    def ended():  # sent by hand: not in the jobs index until it has a state
+        return client._meta(job_id) is not None and client.status(job_id).state in ("SUCCESS", "FAILURE", "REVOKED")
+
+    wait_for(ended, timeout, f"job {job_id} to end")
     return client.status(job_id)
 
 
@@ -89,9 +86,7 @@ def test_malformed_messages_fail_with_a_reason(shared_worker, client_env, args, 
 def test_job_ids_with_path_parts_are_refused(shared_worker, client_env, shared_home):
     client = Client(client_env["DIGITQ_BROKER_URL"])
     client.app.send_task(TRAIN_TASK, args=[{"epochs": 1}], task_id="../escape", queue="train")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and b'"FAILURE"' not in (client.redis.get("celery-task-meta-../escape") or b""):
-        time.sleep(0.2)
+    wait_for(lambda: b'"FAILURE"' in (client.redis.get("celery-task-meta-../escape") or b""), 120, "the failure")
     meta = json.loads(client.redis.get("celery-task-meta-../escape"))
     assert meta["status"] == "FAILURE" and "invalid job id" in json.dumps(meta["result"])
     assert not (shared_home / "escape").exists() and not (shared_home.parent / "escape").exists()

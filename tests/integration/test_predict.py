@@ -1,7 +1,7 @@
 """`digitq predict`, `evaluate` and `models ...` through the real CLI, a real redis-server and a
 real worker (2 CPU replicas), on real image files written with Pillow from real MNIST test digits.
 
-One small model (3,000 images, 1 epoch) is trained once for the whole module. The image folders
+One small model (3,000 images, 1 epoch) is trained once for the whole session (conftest). The image folders
 live on the shared volume (below DIGITQ_HOME), so the same files serve local and --remote runs.
 The last test restarts the session's worker and waits until it is ready again.
 """
@@ -9,7 +9,6 @@ The last test restarts the session's worker and waits until it is ready again.
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import os
@@ -31,6 +30,7 @@ from PIL import Image
 from digitq.client.api import Client
 from digitq.common.errors import DigitqError
 from digitq.common.names import PIXELS_KEY_PREFIX, PREDICT_QUEUE, PREDICT_TASK
+from tests.helpers import assert_one_line_error, cli_json, mnist_test, ok
 from tests.processes import run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -38,9 +38,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 COLUMNS = ["path", "digit", "confidence", "error"] + [f"p{d}" for d in range(10)]
-
-TRAIN = ["--epochs", "1", "--train-size", "3000", "--validation-size", "300", "--test-size", "500",
-         "--batch-size", "32"]
 
 GOOD_DIGITS = 60
 """Real MNIST test digits in the main folder (indexes 0..59)."""
@@ -67,27 +64,6 @@ SUB_FILES = ["sub/0001.png", "sub/0002.png", "sub/deeper/0003.png"]
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def assert_one_line_error(proc, *fragments):
-    """Non-zero exit, no traceback, and stderr's only line is `error: ...` holding every fragment."""
-    assert proc.returncode != 0, proc.stdout[-2000:]
-    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
-
-
-def ok(proc) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr
-    return proc
-
-
-def cli_json(args, env):
-    return json.loads(ok(run_cli(args, env)).stdout)
 
 
 def summary_counts(stderr: str) -> tuple[int, int]:
@@ -200,32 +176,20 @@ def rows_by_predict(folder, ref, env, out: Path, *extra) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def module_env(shared_redis, shared_home, data_dir) -> dict:
-    """What `client_env` sets, for module-scoped fixtures (client_env itself is per test)."""
-    env = dict(os.environ)
-    env.update(DIGITQ_BROKER_URL=shared_redis.url, DIGITQ_HOME=str(shared_home), DIGITQ_DATA_DIR=str(data_dir))
-    env.pop("DIGITQ_RESULT_BACKEND", None)
-    return env
+def module_env(service_env) -> dict:
+    return service_env
 
 
 @pytest.fixture(scope="module")
 def mnist(data_dir) -> tuple[np.ndarray, np.ndarray]:
-    """The MNIST test set, read from the IDX gz files: images uint8 [10000, 28, 28], labels [10000]."""
-    with gzip.open(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-    with gzip.open(data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images, labels
+    """The MNIST test set: images uint8 [10000, 28, 28], labels [10000]."""
+    return mnist_test(data_dir)
 
 
 @pytest.fixture(scope="module")
-def model(shared_worker, module_env) -> SimpleNamespace:
-    """One small model, trained once for the module, registered as NAME:1."""
-    name = f"predict-test-{uuid.uuid4().hex[:8]}"
-    proc = ok(run_cli(["submit-train", "--json", "--name", name, *TRAIN], module_env, timeout=600))
-    res = json.loads(proc.stdout)
-    assert res["state"] == "SUCCESS" and res["model"] == f"{name}:1", res
-    return SimpleNamespace(name=name, result=res)
+def model(trained_model) -> SimpleNamespace:
+    """The session's small model (3,000 images, 1 epoch), registered as NAME:1."""
+    return trained_model
 
 
 @pytest.fixture(scope="module")

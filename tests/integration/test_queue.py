@@ -1,12 +1,13 @@
 """Jobs through a real redis-server and a real worker process, driven by the real CLI."""
 
 import json
-import time
 
 import pytest
 
 from digitq.client.api import Client
-from digitq.common.names import TRAIN_TASK
+from digitq.common.names import TRAIN_TASK, log_key
+from tests import helpers
+from tests.helpers import wait_for
 from tests.processes import run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -15,13 +16,8 @@ SMALL = ["--epochs", "1", "--train-size", "2000", "--validation-size", "200", "-
 
 
 def assert_one_line_error(proc, *fragments):
-    assert proc.returncode != 0
-    assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error: ")]
-    assert len(errors) == 1 and lines[-1] == errors[0], proc.stderr  # at most a "submitted ..." line before it
-    for f in fragments:
-        assert f in errors[0], errors[0]
+    """One `error: ...` line on stderr, after at most a `submitted ...` line."""
+    return helpers.assert_one_line_error(proc, *fragments, after_submitted=True)
 
 
 def test_train_job_through_the_queue(shared_worker, client_env):
@@ -77,11 +73,9 @@ def test_hand_made_bad_messages_fail_with_a_reason_and_the_worker_keeps_serving(
     r1 = client.app.send_task(TRAIN_TASK, args=[bad], queue="train")
     r2 = client.app.send_task(TRAIN_TASK, args=[{"dataset": "/etc", "epochs": 1}], queue="train")
     for r, fragment in ((r1, "unknown field(s) in TrainRequest: surprise"), (r2, "outside the worker's allowed roots")):
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:  # sent by hand: unknown to `status` until it has a state
-            if client._meta(r.id) is not None and client.status(r.id).state in ("FAILURE", "SUCCESS"):
-                break
-            time.sleep(0.2)
+        # sent by hand: unknown to `status` until it has a state
+        wait_for(lambda: client._meta(r.id) is not None and client.status(r.id).state in ("FAILURE", "SUCCESS"),
+                 120, f"hand-made message {r.id} to end")
         st = client.status(r.id)
         assert st.state == "FAILURE" and fragment in st.error
     proc = run_cli(["submit-train", *SMALL, "--json"], client_env)
@@ -98,16 +92,10 @@ def test_cancel_a_running_job_frees_the_worker(shared_worker, client_env):
     client = Client(client_env["DIGITQ_BROKER_URL"])
     job = run_cli(["submit-train", "--epochs", "20", "--train-size", "20000", "--validation-size", "200",
                    "--test-size", "200"], client_env).stdout.strip()
-    deadline = time.monotonic() + 120
-    while client.status(job).state != "PROGRESS" or (client.status(job).progress or {}).get("phase") != "train":
-        assert time.monotonic() < deadline, client.status(job)
-        time.sleep(0.2)
-    t0 = time.monotonic()
+    wait_for(lambda: (client.status(job).progress or {}).get("phase") == "train", 120, "training")
     proc = run_cli(["cancel", job], client_env)
     assert proc.returncode == 0
-    while client.status(job).state != "REVOKED":
-        assert time.monotonic() - t0 < 30, client.status(job)
-        time.sleep(0.2)
+    wait_for(lambda: client.status(job).state == "REVOKED", 30, "the job to stop")
     waited = run_cli(["wait", job], client_env)
     assert_one_line_error(waited, "was cancelled")
     nxt = run_cli(["submit-train", *SMALL, "--json"], client_env)
@@ -121,5 +109,9 @@ def test_cancel_a_queued_job_never_runs_it(shared_worker, client_env):
     queued = run_cli(["submit-train", *SMALL], client_env).stdout.strip()
     assert run_cli(["cancel", queued], client_env).returncode == 0
     client.wait(first, timeout=300)
-    time.sleep(2)
+    # Next the worker takes the queued message and drops it (Celery's revoke, or digitq's flag).
+    wait_for(lambda: f"Discarding revoked task: digitq.train[{queued}]" in shared_worker.log()
+             or f"job {queued} cancelled" in shared_worker.log(), 60, "the worker to drop the cancelled job")
     assert client.status(queued).state == "REVOKED"
+    starts = [line for line in client.redis.lrange(log_key(queued), 0, -1) if b": cnn on " in line]
+    assert not starts, "the cancelled job was trained"

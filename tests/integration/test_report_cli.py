@@ -1,14 +1,10 @@
 """`digitq report` and `digitq predict --gallery` through the real CLI, a real redis-server and a
-real worker (2 CPU replicas). One small model (1,000 images, 1 epoch) is trained for the module.
-
-Add after pasting the `report` command, REPORT_TASK, the `digitq.report` task and the predict.py
-`keep_pixels` change.
+real worker (2 CPU replicas), with the session's small model (conftest's trained_model).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -19,45 +15,25 @@ import pytest
 from PIL import Image
 
 from digitq.client.gallery import CELL_H, CELL_W, sheet_size
-from digitq.worker.data import read_idx
 from digitq.worker.report import REPORT_FILES
+from tests.helpers import assert_one_line_error, ok, read_idx
 from tests.processes import run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-TRAIN = ["--epochs", "1", "--train-size", "1000", "--validation-size", "200", "--test-size", "300",
-         "--batch-size", "32"]
-
-
-def ok(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr
-    return proc
-
 
 def one_line_error(proc, code: int, *fragments) -> str:
-    assert proc.returncode == code, (proc.returncode, proc.stdout[-1000:], proc.stderr[-2000:])
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
-    for f in fragments:
-        assert f in lines[0], lines[0]
-    return lines[0]
+    return assert_one_line_error(proc, *fragments, code=code)
 
 
 @pytest.fixture(scope="module")
-def module_env(shared_redis, shared_home, data_dir) -> dict:
-    env = dict(os.environ, DIGITQ_BROKER_URL=shared_redis.url, DIGITQ_HOME=str(shared_home),
-               DIGITQ_DATA_DIR=str(data_dir))
-    env.pop("DIGITQ_RESULT_BACKEND", None)
-    return env
+def module_env(service_env) -> dict:
+    return service_env
 
 
 @pytest.fixture(scope="module")
-def model(shared_worker, module_env) -> SimpleNamespace:
-    name = f"report-test-{uuid.uuid4().hex[:8]}"
-    res = json.loads(ok(run_cli(["submit-train", "--json", "--name", name, *TRAIN], module_env, timeout=600)).stdout)
-    assert res["state"] == "SUCCESS", res
-    return SimpleNamespace(name=name, result=res)
+def model(trained_model) -> SimpleNamespace:
+    return trained_model
 
 
 def check_report_folder(folder):
@@ -78,7 +54,7 @@ def test_report_by_model_ref_writes_the_files_to_the_output_folder(model, module
     assert sorted(res["files"]) == sorted(REPORT_FILES) and res["output"] == str(out)
     summary = check_report_folder(out)
     assert summary.startswith(f"# Training report: {model.name}:1")
-    assert f"{model.result['test_accuracy'] * 100:.2f}% on 300 MNIST test images" in summary
+    assert f"{model.result['test_accuracy'] * 100:.2f}% on {model.test_size} MNIST test images" in summary
     # The worker kept its copy in the job's folder on the shared volume.
     on_volume = shared_home / "jobs" / model.result["job_id"] / "report"
     for name in REPORT_FILES:

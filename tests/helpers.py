@@ -1,0 +1,70 @@
+"""Checks and waits the test files share: a CLI run that succeeded, a one-line error, an event
+waited for (never a fixed sleep), and the MNIST test set read from the IDX files."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tests.processes import run_cli
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Exit 0 and no traceback."""
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout[-2000:]}\nstderr: {proc.stderr[-3000:]}"
+    assert "Traceback" not in proc.stderr
+    return proc
+
+
+def cli_json(args: list[str], env: dict) -> object:
+    """Run `digitq ARGS` and parse its stdout as JSON."""
+    return json.loads(ok(run_cli(args, env)).stdout)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str, code: int | None = None,
+                          after_submitted: bool = False) -> str:
+    """A non-zero exit (`code` when given), no traceback, and stderr's only line is `error: ...`
+    holding every fragment; `after_submitted`: a `submitted ...` line may come before it."""
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    if code is not None:
+        assert proc.returncode == code, (proc.returncode, proc.stdout[-1000:], proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    if after_submitted and len(lines) == 2 and lines[0].startswith("submitted "):
+        lines = lines[1:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-3000:]
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def wait_for(pred, timeout: float, what: str, every: float = 0.2):
+    """Poll `pred` until it returns something true (which is returned); fail after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An MNIST IDX file (.gz) as a uint8 array: images [N, 28, 28] or labels [N]."""
+    with gzip.open(path) as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def mnist_test(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST test set: images uint8 [10000, 28, 28], labels uint8 [10000]."""
+    return (read_idx(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz"),
+            read_idx(data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz"))
