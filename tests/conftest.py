@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from digitq.worker.devices import prefer_onednn
 from tests.processes import RedisServer, WorkerProcess
+
+prefer_onednn()  # what the worker's main does: tests that train in processes of their own use the same CPU kernels
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,6 +9,7 @@ import pytest
 from kombu import Connection, Exchange, Producer
 
 from digitq.client.api import Client
+from digitq.common.celery_keys import task_meta_key
 from digitq.common.names import TRAIN_TASK
 from tests.helpers import wait_for
 from tests.processes import run_cli
@@ -86,7 +87,7 @@ def test_malformed_messages_fail_with_a_reason(shared_worker, client_env, args, 
 def test_job_ids_with_path_parts_are_refused(shared_worker, client_env, shared_home):
     client = Client(client_env["DIGITQ_BROKER_URL"])
     client.app.send_task(TRAIN_TASK, args=[{"epochs": 1}], task_id="../escape", queue="train")
-    wait_for(lambda: b'"FAILURE"' in (client.redis.get("celery-task-meta-../escape") or b""), 120, "the failure")
-    meta = json.loads(client.redis.get("celery-task-meta-../escape"))
+    wait_for(lambda: b'"FAILURE"' in (client.redis.get(task_meta_key("../escape")) or b""), 120, "the failure")
+    meta = json.loads(client.redis.get(task_meta_key("../escape")))
     assert meta["status"] == "FAILURE" and "invalid job id" in json.dumps(meta["result"])
     assert not (shared_home / "escape").exists() and not (shared_home.parent / "escape").exists()

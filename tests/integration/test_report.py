@@ -42,7 +42,7 @@ def run_py(code: str, env: dict, timeout: float = 600) -> dict:
 
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, data_dir):
-    """A trained job-rep (with result.json, as digitq.worker.jobs writes it) and its two reports."""
+    """A trained job-rep (with result.json, as digitq.worker.train_job writes it) and its two reports."""
     home = tmp_path_factory.mktemp("report-home")
     env = dict(os.environ, DIGITQ_HOME=str(home), DIGITQ_DATA_DIR=str(data_dir), TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("DIGITQ_CPU_REPLICAS", None)
