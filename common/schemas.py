@@ -109,7 +109,10 @@ def _validate_field(name: str, value: Any, meta: dict) -> Any:
         if not isinstance(value, list) or not meta["min_len"] <= len(value) <= meta["max_len"]:
             shown = repr(value) if len(repr(value)) < 80 else f"a list of {len(value)}" if isinstance(value, list) else type(value).__name__
             raise InvalidRequest(f"{name} must be a list of {meta['min_len']} to {meta['max_len']} {what}, got {shown}")
-        return [_validate_field(f"{name}[{i}]", v, {**meta, "kind": meta["item"]}) for i, v in enumerate(value)]
+        if meta["item"] is None:  # any JSON values: the class's check() looks inside
+            return value
+        item = {**meta, "kind": meta["item"], "optional": False, "item": None, "min_len": 0, "max_len": 10**6}
+        return [_validate_field(f"{name}[{i}]", v, item) for i, v in enumerate(value)]
     if lo is not None and value < lo or hi is not None and value > hi:
         if kind is float and lo is not None and lo > 0 and value <= 0:
             raise InvalidRequest(f"{name} must be > 0, got {value}")
@@ -163,6 +166,10 @@ class _Result(_Validated):
     """A task's result: validated by the client that reads it, unknown fields ignored."""
 
     _results = True
+
+    def to_dict(self) -> dict:
+        """The fields as they are (no deep copy: a predict chunk's rows are thousands of lists)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
 def _required(kind, **kw):
