@@ -165,6 +165,8 @@ class Client:
 
     def finish_job(self, job_id: str, state: str, result) -> None:
         """Store the final state of a job the client itself ran (a predict batch of many tasks)."""
+        if self._redis is None:
+            return  # never connected: there is no broker to tell
         try:
             if state == JobState.SUCCESS.value:
                 self.app.backend.store_result(job_id, result, state)
@@ -350,8 +352,13 @@ class Client:
         from digitq.client.predict import DEFAULT_CHUNK, RowWriter, check_predict_options
 
         chunk_size = DEFAULT_CHUNK if chunk_size is None else chunk_size
-        check_predict_options(output, fmt, gallery, remote)
-        writer = RowWriter(output, fmt)
+        try:
+            check_predict_options(output, fmt, gallery, remote, chunk_size, processes)
+            writer = RowWriter(output, fmt)
+        except BaseException:
+            if prefetch is not None:
+                prefetch.close()
+            raise
         batch_id = prefetch.batch_id if prefetch is not None else uuid.uuid4().hex
         sheet = None
         if gallery is not None:
