@@ -220,7 +220,7 @@ class Client:
             if on_poll:
                 on_poll()
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)  # a GET on Redis costs ~0.1 ms: poll often
+            delay = min(delay * 1.5, 0.05)  # a GET on Redis is cheap: poll often
 
     def submit_train(self, request: TrainRequest) -> str:
         """Queue a training job; returns its job id."""
