@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import redis
 
 from digitq.common import registry
-from digitq.common.celery_app import make_celery
 from digitq.common.errors import (
     BrokerUnavailable, DigitqError, JobCancelled, JobFailed, NoSuchJob, WorkerNotInstalled,
 )
@@ -137,9 +136,19 @@ class Client:
 
     @property
     def app(self):
+        """The Celery app that sends tasks by name (Celery is imported here, on first use)."""
         if self._app is None:
+            from digitq.common.celery_app import make_celery
+
             self._app = make_celery(self.settings, self.broker_url)
         return self._app
+
+    def connect(self) -> Client:
+        """Reach the broker now rather than at the first call that needs it (starting the embedded
+        stack if allowed), and build the Celery app; returns self."""
+        self.ping()
+        self.app
+        return self
 
     def ping(self) -> None:
         """Reach the broker, or raise BrokerUnavailable with a one-line reason (password hidden)."""

@@ -50,13 +50,13 @@ def predict(
     try:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-        client = session.get_client()
+        client = session.get_client().connect()
     except BaseException:
         if prefetch is not None:
             prefetch.close()
         raise
-    # Everything imported so far lives until exit: leave it out of the garbage collector's full
-    # passes, which would otherwise walk its objects during the run and again at exit.
+    # Everything imported and connected so far lives until exit: leave it out of the garbage
+    # collector's full passes, which would otherwise walk its objects during the run and at exit.
     gc.freeze()
     console = err if (as_json or output == "-") else out
     started = time.monotonic()

@@ -63,6 +63,10 @@ class FakeClient:
     def args_of(self, name: str):
         return next((a, k) for n, a, k in self.calls if n == name)
 
+    def connect(self):
+        self._call("connect")
+        return self
+
     # --- jobs
     def submit_train(self, request):
         self._call("submit_train", request)
