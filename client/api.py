@@ -1,33 +1,53 @@
-"""The client's Python API: submit jobs by task name, read their state, wait, list and cancel.
+"""The client's Python API: `Client` is the one front door. Everything the `digitq` command line
+does, a Python user can do with it:
 
-    client = connect()                      # DIGITQ_BROKER_URL, else the embedded stack
+    client = Client()                       # DIGITQ_BROKER_URL, else the embedded stack (started on first use)
     job_id = client.submit_train(TrainRequest(epochs=2))
     result = client.wait(job_id, on_progress=print)
+    summary = client.predict("scans/", model="digits", output="predictions.csv")
+    scores = client.evaluate(EvaluateRequest(model="digits"))
 
 Job state is read raw from the result backend (JSON), so reading a failure never imports the
-worker's exception classes.
+worker's exception classes; task results are parsed with the dataclasses of digitq.common.schemas.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import redis
 
-from digitq.common.celery_app import make_celery
-from digitq.common.errors import BrokerUnavailable, DigitqError, JobCancelled, JobFailed, NoSuchJob
-from digitq.common.names import (
-    FINISHED_STATES, JOBS_INDEX_KEY, TRAIN_QUEUE, TRAIN_TASK, WORKER_KEY_PREFIX, JobState, cancel_key, job_key, log_key,
+from digitq.common import registry
+from digitq.common.errors import (
+    BrokerUnavailable, DigitqError, JobCancelled, JobFailed, NoSuchJob, WorkerNotInstalled,
 )
-from digitq.common.schemas import TrainRequest, check_job_id
+from digitq.common.names import (
+    EVALUATE_TASK, FINISHED_STATES, JOBS_INDEX_KEY, PREDICT_QUEUE, REPORT_TASK, TRAIN_QUEUE, TRAIN_TASK,
+    WORKER_KEY_PREFIX, JobState, cancel_key, job_key, log_key,
+)
+from digitq.common.schemas import (
+    JOB_ID_RE, EvaluateRequest, EvaluateResult, PredictSummary, ReportRequest, ReportResult, TrainRequest,
+    check_job_id,
+)
 from digitq.common.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from digitq.client.predict import Row, _Pipeline
+    from digitq.client.report import SavedReport
 
 CONNECT_TIMEOUT = 3.0
 """Seconds to wait for the broker before calling it unreachable."""
+
+LOG_POLL = 0.5
+"""Seconds between two looks for new log lines while following a job."""
 
 TASK_META_PREFIX = "celery-task-meta-"
 
@@ -64,22 +84,75 @@ class JobStatus:
 
 
 class Client:
-    """A connection to one digitq broker (Redis)."""
+    """A connection to one digitq broker (Redis), made on first use.
 
-    def __init__(self, broker_url: str, settings: Settings | None = None):
+    Args:
+        broker_url: the Redis URL; None: DIGITQ_BROKER_URL, else the embedded stack's.
+        settings: DIGITQ_* settings (default: read from the environment).
+        start_local: with no broker configured, start the embedded stack when it is first needed.
+        notify: called with a one-line note when the embedded stack is started or restarted.
+    """
+
+    def __init__(self, broker_url: str | None = None, settings: Settings | None = None, *,
+                 start_local: bool = True, notify: Callable[[str], None] | None = None):
         self.settings = settings or load_settings()
-        self.broker_url = broker_url
-        self.redis = redis.Redis.from_url(broker_url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                          socket_timeout=30, retry_on_timeout=True, health_check_interval=30)
+        self._broker_url = broker_url
+        self._check_on_connect = broker_url is None  # a URL found here is pinged once, for a clear error
+        self.start_local = start_local
+        self.notify = notify
+        self._redis = None
         self._app = None
+
+    # --- the connection ----------------------------------------------------------------------
+    @property
+    def broker_url(self) -> str:
+        """The broker's URL; with none configured, the embedded stack's (started if allowed)."""
+        if self._broker_url is None:
+            self._broker_url = self.settings.broker_url or self._local_broker_url()
+        return self._broker_url
+
+    def _local_broker_url(self) -> str:
+        from digitq.common.stack import LocalStack, ensure_running
+
+        if self.start_local:
+            url, note = ensure_running(self.settings)
+            if note and self.notify:
+                self.notify(note)
+            return url
+        url = LocalStack(self.settings).broker_url()
+        if not url:
+            raise BrokerUnavailable("no broker: set DIGITQ_BROKER_URL, or start the embedded stack with `digitq local up`")
+        return url
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(self.broker_url, socket_connect_timeout=CONNECT_TIMEOUT,
+                                               socket_timeout=30, retry_on_timeout=True, health_check_interval=30)
+            if self._check_on_connect:
+                self._check_on_connect = False
+                self.ping()
+        return self._redis
 
     @property
     def app(self):
+        """The Celery app that sends tasks by name (Celery is imported here, on first use)."""
         if self._app is None:
+            from digitq.common.celery_app import make_celery
+
             self._app = make_celery(self.settings, self.broker_url)
         return self._app
 
+    def connect(self) -> Client:
+        """Reach the broker now rather than at the first call that needs it (starting the embedded
+        stack if allowed), and build the Celery app; returns self."""
+        self.ping()
+        self.app
+        return self
+
     def ping(self) -> None:
+        """Reach the broker, or raise BrokerUnavailable with a one-line reason (password hidden)."""
+        self._check_on_connect = False
         try:
             self.redis.ping()
         except redis.exceptions.AuthenticationError as exc:
@@ -101,6 +174,8 @@ class Client:
 
     def finish_job(self, job_id: str, state: str, result) -> None:
         """Store the final state of a job the client itself ran (a predict batch of many tasks)."""
+        if self._redis is None:
+            return  # never connected: there is no broker to tell
         try:
             if state == JobState.SUCCESS.value:
                 self.app.backend.store_result(job_id, result, state)
@@ -109,17 +184,28 @@ class Client:
         except redis.exceptions.RedisError:
             pass  # only `digitq jobs` would miss it
 
+    def send(self, task: str, payload: dict, queue: str, task_id: str | None = None) -> str:
+        """Queue the task named `task` with its one JSON argument; returns the task id."""
+        task_id = task_id or uuid.uuid4().hex
+        self.app.send_task(task, args=[payload], task_id=task_id, queue=queue)
+        return task_id
+
     def _submit(self, task: str, queue: str, payload: dict, kind: str, name: str) -> str:
         job_id = uuid.uuid4().hex
         self.record_job(job_id, kind, name, payload)
-        self.app.send_task(task, args=[payload], task_id=job_id, queue=queue)
-        return job_id
+        return self.send(task, payload, queue, task_id=job_id)
 
-    def call(self, task: str, payload: dict, queue: str, timeout: float = 3600) -> dict:
-        """Run a task to completion (used for short jobs: evaluate, list) and return its result."""
-        job_id = uuid.uuid4().hex
-        self.app.send_task(task, args=[payload], task_id=job_id, queue=queue)
-        return self.wait_result(job_id, timeout)
+    def call(self, task: str, payload: dict, queue: str, timeout: float = 3600, task_id: str | None = None) -> dict:
+        """Run a task to completion (short jobs: evaluate, list, report) and return its raw result."""
+        return self.wait_result(self.send(task, payload, queue, task_id), timeout)
+
+    def put_blob(self, key: str, data: bytes, ttl: int) -> None:
+        """Store bytes beside a task message (a predict chunk's pixels) for `ttl` seconds."""
+        self.redis.set(key, data, ex=ttl)
+
+    def delete_blobs(self, keys: list[str]) -> None:
+        """Delete what put_blob stored, once the task that read it is done."""
+        self.redis.delete(*keys)
 
     def wait_result(self, job_id: str, timeout: float = 3600, poll: float = 0.01,
                     on_poll: Callable[[], None] | None = None) -> dict:
@@ -143,7 +229,7 @@ class Client:
             if on_poll:
                 on_poll()
             time.sleep(delay)
-            delay = min(delay * 1.5, 0.05)  # a GET on Redis costs ~0.1 ms: poll often
+            delay = min(delay * 1.5, 0.05)  # a GET on Redis is cheap: poll often
 
     def submit_train(self, request: TrainRequest) -> str:
         """Queue a training job; returns its job id."""
@@ -238,6 +324,183 @@ class Client:
             self.app.backend.mark_as_revoked(job_id, reason="cancelled")
         return self.status(job_id)
 
+    def follow_logs(self, job_id: str, follow: bool = False, poll: float = LOG_POLL) -> Iterator[str]:
+        """A job's log lines; with `follow`, new ones as they come, until the job ends."""
+        st = self.status(job_id)  # unknown job: a clear error
+        seen = 0
+        while True:
+            lines = self.logs(job_id, seen)
+            yield from lines
+            seen += len(lines)
+            if not follow or (st.state in FINISHED_STATES and not lines):
+                return
+            time.sleep(poll)
+            st = self.status(job_id)
+
+    # --- predict, evaluate, report ------------------------------------------------------------
+    def predict_rows(self, folder: str, model: str = "digits", **options) -> Iterator[Row]:
+        """A Row per file of `folder`, in sorted file order, as the chunks' results arrive; the
+        options are digitq.client.predict.predict_folder's."""
+        from digitq.client.predict import predict_folder
+
+        return predict_folder(self, folder, model, **options)
+
+    def predict(self, folder: str, model: str = "digits", output: str = "predictions.csv", fmt: str = "csv", *,
+                recursive: bool = False, remote: bool = False, chunk_size: int | None = None, processes: int = 0,
+                gallery: str | None = None, prefetch: _Pipeline | None = None,
+                on_total: Callable[[int], None] | None = None,
+                on_row: Callable[[int], None] | None = None) -> PredictSummary:
+        """Classify every image in `folder` and write one row per file to `output` (csv, or json
+        lines; "-" for stdout), whole or not at all; with `gallery`, also a contact sheet PNG.
+
+        The run is a job in `digitq jobs`, its summary the job's result. `processes` preprocess the
+        images here (0: one per core, at most 4); `prefetch` is what
+        digitq.client.predict.prefetch_folder started before this client connected. `on_total` gets
+        the file count, `on_row` the rows written so far, after each row.
+        """
+        from digitq.client.predict import DEFAULT_CHUNK, RowWriter, check_predict_options
+
+        chunk_size = DEFAULT_CHUNK if chunk_size is None else chunk_size
+        try:
+            check_predict_options(output, fmt, gallery, remote, chunk_size, processes)
+            writer = RowWriter(output, fmt)
+        except BaseException:
+            if prefetch is not None:
+                prefetch.close()
+            raise
+        batch_id = prefetch.batch_id if prefetch is not None else uuid.uuid4().hex
+        sheet = None
+        if gallery is not None:
+            from digitq.client.gallery import ContactSheet
+
+            sheet = ContactSheet()
+        ok = False
+        started = time.monotonic()
+        try:
+            rows = self.predict_rows(folder, model, recursive=recursive, chunk_size=chunk_size, remote=remote,
+                                     on_total=on_total, batch_id=batch_id, processes=processes,
+                                     keep_pixels=sheet is not None, prefetch=prefetch)
+            for row in rows:
+                writer.write(row)
+                if sheet is not None:
+                    d = row.as_dict()
+                    sheet.add(row.pixels, row.path, d["digit"] if row.probs is not None else None,
+                              d["confidence"] if row.probs is not None else None, row.error)
+                if on_row is not None:
+                    on_row(writer.classified + writer.failed)
+            ok = True
+        finally:
+            writer.close(keep=ok)
+            if not ok:
+                self.finish_job(batch_id, JobState.FAILURE.value, "interrupted or failed before all rows were written")
+        seconds = time.monotonic() - started
+        summary = PredictSummary(job_id=batch_id, classified=writer.classified, failed=writer.failed, output=output,
+                                 seconds=round(seconds, 3),
+                                 images_per_second=round((writer.classified + writer.failed) / seconds, 1))
+        if sheet is not None and len(sheet):
+            summary.gallery = str(sheet.save(Path(gallery).expanduser()))
+        self.finish_job(batch_id, JobState.SUCCESS.value, summary.to_dict())
+        return summary
+
+    def evaluate(self, request: EvaluateRequest) -> EvaluateResult:
+        """Accuracy, loss, per-class accuracy and confusion matrix of a registered model (through
+        the predict queue)."""
+        request.check()
+        self.show_model(request.model)  # unknown model: fail before queueing
+        return EvaluateResult.from_dict(self.call(EVALUATE_TASK, request.to_dict(), PREDICT_QUEUE))
+
+    def report(self, request: ReportRequest, output: str | None = None, timeout: float = 600) -> SavedReport:
+        """Have a worker draw a training job's report and write its files to `output` (default
+        `report-<job id>`) here: no shared volume needed."""
+        from digitq.client.report import SavedReport, check_report_output, write_report_files
+
+        request.check()
+        check_report_output(output)
+        if ":" in request.target:
+            self.show_model(request.target)  # unknown model: fail before queueing
+        res = ReportResult.from_dict(self.call(REPORT_TASK, request.to_dict(), PREDICT_QUEUE, timeout=timeout))
+        folder = Path(output or f"report-{res.job_id}").expanduser()
+        paths = write_report_files(res.to_dict(), folder)
+        return SavedReport(res.job_id, res.model, str(folder), [p.name for p in paths], res.folder)
+
+    # --- the model registry -----------------------------------------------------------------------
+    def list_models(self) -> list[dict]:
+        """Every registered model version's record, newest first per name."""
+        return registry.list_models(self.redis)
+
+    def show_model(self, ref: str) -> dict:
+        """The record of NAME[:VERSION]: the given version, else the promoted one, else the newest."""
+        return registry.resolve_model(self.redis, ref)
+
+    def promote_model(self, ref: str) -> dict:
+        """Make NAME (without a version) resolve to NAME:VERSION; returns its record."""
+        return registry.promote_model(self.redis, ref)
+
+    def delete_model(self, ref: str) -> dict:
+        """Remove NAME:VERSION from the registry (its files stay in its job folder); returns its record."""
+        return registry.delete_model(self.redis, ref)
+
+    def combine_models(self, refs: list[str], name: str = "ensemble", evaluate: bool = True) -> dict:
+        """Register the average of several models as the next version of `name`; with `evaluate`,
+        score it on the MNIST test set and store the scores in its record. Returns the record."""
+        rec = registry.combine_models(self.redis, name, refs)
+        if evaluate:
+            ref = f"{rec['name']}:{rec['version']}"
+            res = self.evaluate(EvaluateRequest(model=ref))
+            rec = registry.record_scores(self.redis, ref, res.accuracy, res.loss)
+        return rec
+
+    def export_model(self, ref: str, directory: str) -> tuple[dict, Path]:
+        """Write NAME[:VERSION] as a TensorFlow SavedModel in `directory` (which must not exist);
+        returns the model's record and the folder written.
+
+        Runs here, in a subprocess (`python -m digitq.worker.export`), so this process never
+        imports TensorFlow: needs digitq[worker] and the shared volume mounted at DIGITQ_HOME.
+        """
+        import importlib.util
+
+        if Path(directory).expanduser().exists():
+            raise DigitqError(f"{directory} already exists; export writes a new folder")
+        rec = self.show_model(ref)
+        if importlib.util.find_spec("tensorflow") is None:
+            raise WorkerNotInstalled("export needs TensorFlow here: pip install 'digitq[worker]'")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+        proc = subprocess.run([sys.executable, "-m", "digitq.worker.export", directory], input=json.dumps(rec),
+                              capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            errors = [line[len("error: "):] for line in proc.stderr.splitlines() if line.startswith("error: ")]
+            last = errors[-1] if errors else (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise DigitqError(f"export failed: {last}" if not errors else last)
+        return rec, Path(proc.stdout.strip().splitlines()[-1])
+
+    # --- the shared volume and the embedded stack -------------------------------------------------
+    def tensorboard_logdir(self, target: str | None = None) -> Path:
+        """The TensorBoard log folder of a job id or NAME[:VERSION] (its training job), or of all jobs."""
+        jobs_dir = self.settings.jobs_dir
+        if not target:
+            return jobs_dir
+        if ":" not in target and JOB_ID_RE.match(target) and (jobs_dir / target).is_dir():
+            return jobs_dir / target / "tensorboard"
+        return jobs_dir / self.show_model(target)["job_id"] / "tensorboard"
+
+    def local_up(self) -> dict:
+        """Start the embedded redis-server and worker (if not running); returns local_status()."""
+        from digitq.common.stack import LocalStack
+
+        return LocalStack(self.settings).up()
+
+    def local_down(self) -> dict:
+        """Stop the embedded worker and redis-server; returns local_status()."""
+        from digitq.common.stack import LocalStack
+
+        return LocalStack(self.settings).down()
+
+    def local_status(self) -> dict:
+        """The embedded stack: home, and whether redis and the worker run (pid, address, log)."""
+        from digitq.common.stack import LocalStack
+
+        return LocalStack(self.settings).status()
+
 
 def _error_text(value) -> str | None:
     if isinstance(value, dict):
@@ -251,19 +514,6 @@ def _error_text(value) -> str | None:
 def connect(settings: Settings | None = None, start_local: bool = True,
             notify: Callable[[str], None] | None = None) -> Client:
     """A Client for DIGITQ_BROKER_URL, else for the embedded stack (started when `start_local`)."""
-    settings = settings or load_settings()
-    url = settings.broker_url
-    if not url:
-        from digitq.common.stack import LocalStack, ensure_running
-
-        if start_local:
-            url, note = ensure_running(settings)
-            if note and notify:
-                notify(note)
-        else:
-            url = LocalStack(settings).broker_url()
-            if not url:
-                raise BrokerUnavailable("no broker: set DIGITQ_BROKER_URL, or start the embedded stack with `digitq local up`")
-    client = Client(url, settings)
+    client = Client(None, settings, start_local=start_local, notify=notify)
     client.ping()
     return client

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from digitq.common.errors import DataError, DigitqError, ImageError
+from digitq.common.errors import DataError, DigitqError, ImageError, InvalidRequest
 from digitq.common.folders import iter_image_files
 from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, pixels_key
-from digitq.common.registry import resolve_model
+from digitq.common.schemas import ListRequest, ListResult, PredictResult
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,8 +35,8 @@ DEFAULT_WINDOW = 6
 """Chunks in the queue at once per client (bounds the memory Redis holds for one run)."""
 
 PREPARE_AHEAD = 24
-"""Chunks preprocessed ahead of the results read (~0.4 MB of pixels each at the default size):
-enough that the workers never wait for this client, even while it starts up."""
+"""Chunks preprocessed ahead of the results read (784 bytes of pixels per image): enough that
+the workers never wait for this client, even while it starts up."""
 
 PREPROCESS_NICENESS = 5
 """The preprocessing processes run at a lower priority: this process's start-up and sending
@@ -68,7 +68,7 @@ class Row:
 
 
 def _argmax(values: list) -> int:
-    """int(np.argmax(values)) of a short list of floats, without NumPy's per-call cost (a few us a row)."""
+    """int(np.argmax(values)) of a short list of floats, without NumPy's per-call cost."""
     total = sum(values)
     if total != total:  # a NaN (or inf - inf): np.argmax's own rules for it
         import numpy as np
@@ -86,7 +86,7 @@ def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list,
     for p, digit in zip(paths, load_images(paths)):
         path = str(p)
         # The listing joined these paths onto `folder`: cutting the prefix gives relpath's answer
-        # without its two abspath calls (a few us a file).
+        # without its two abspath calls per file.
         names.append(path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, folder))
         if isinstance(digit, ImageError):
             errors.append(str(digit))
@@ -96,34 +96,51 @@ def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list,
     return names, errors, b"".join(d.tobytes() for d in digits), len(digits)
 
 
+def check_predict_options(output: str | None = None, fmt: str = "csv", gallery: str | None = None,
+                          remote: bool = False, chunk_size: int = DEFAULT_CHUNK, processes: int = 0) -> None:
+    """Refuse bad `digitq predict` options, one line each, before any work or connection."""
+    if gallery is not None:
+        if remote:
+            raise InvalidRequest("--gallery draws the images as they are preprocessed here; with --remote the workers read them")
+        if Path(gallery).expanduser().is_dir() or not Path(gallery).expanduser().parent.is_dir():
+            raise InvalidRequest(f"--gallery {gallery}: give a file name in an existing folder")
+    if fmt not in ("csv", "json"):
+        raise DigitqError(f"--format must be csv or json, got {fmt!r}")
+    if output is not None and output != "-" and Path(output).is_dir():
+        raise DigitqError(f"output {output} is a folder; give a file name")
+    if not 1 <= chunk_size <= 5000:
+        raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
+    if processes < 0:
+        raise DigitqError(f"--jobs must be 0 (automatic) or more, got {processes}")
+
+
 def predict_folder(client, folder: str, model: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
                    remote: bool = False, window: int = DEFAULT_WINDOW,
                    on_total: Callable[[int], None] | None = None, timeout: float = 3600,
-                   batch_id: str | None = None, jobs: int = 0, keep_pixels: bool = False,
+                   batch_id: str | None = None, processes: int = 0, keep_pixels: bool = False,
                    prefetch: _Pipeline | None = None) -> Iterator[Row]:
-    """Yield a Row per file of `folder`, in sorted file order. `batch_id` names the run in
-    `digitq jobs`; its chunks are tasks `<batch_id>-000000`, `-000001`, ... `jobs` processes
-    preprocess images (0: one per CPU core, at most 4). With `keep_pixels` each classified Row
-    also carries its preprocessed 28 x 28 digit (not with `remote`: workers read those files).
-    `prefetch` is what `prefetch_folder` started with the same arguments (else it is dropped)."""
+    """Yield a Row per file of `folder`, in sorted file order, through `client` (a Client).
+    `batch_id` names the run in `digitq jobs`; its chunks are tasks `<batch_id>-000000`,
+    `-000001`, ... `processes` preprocess images (0: one per CPU core, at most 4). With
+    `keep_pixels` each classified Row also carries its preprocessed 28 x 28 digit (not with
+    `remote`: workers read those files). `prefetch` is what `prefetch_folder` started with the
+    same arguments (else it is dropped)."""
     pipeline = prefetch
     try:
-        if not 1 <= chunk_size <= 5000:
-            raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
+        check_predict_options(chunk_size=chunk_size, processes=processes)
         if keep_pixels and remote:
             raise DigitqError("with --remote the workers read the images, so there are no pixels here to keep")
-        if jobs < 0:
-            raise DigitqError(f"--jobs must be 0 (automatic) or more, got {jobs}")
-        record = resolve_model(client.redis, model)  # unknown model: fail before any work
+        record = client.show_model(model)  # unknown model: fail before any work
         ref = f"{record['name']}:{record['version']}"
         batch_id = batch_id or uuid.uuid4().hex
-        jobs = _process_count(jobs)
-        if pipeline is not None and (remote or pipeline.key != (folder, recursive, chunk_size, window, jobs, batch_id)):
+        processes = _process_count(processes)
+        if pipeline is not None and (remote or pipeline.key != (folder, recursive, chunk_size, window, processes, batch_id)):
             pipeline.close()
             pipeline = None
         if remote:
-            listing = _call(client, LIST_TASK, {"folder": folder, "recursive": recursive}, f"{batch_id}-list", timeout)
-            base, files = listing["folder"], listing["files"]
+            request = ListRequest(folder=folder, recursive=recursive).to_dict()
+            listing = ListResult.from_dict(client.call(LIST_TASK, request, PREDICT_QUEUE, timeout, task_id=f"{batch_id}-list"))
+            base, files = listing.folder, listing.files
         elif pipeline is not None:
             base, files = pipeline.base, pipeline.files
         else:
@@ -135,13 +152,13 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
         client.record_job(batch_id, "predict", record["name"], {"folder": str(folder), "model": ref, "files": len(files)})
 
         if pipeline is None:
-            pipeline = _Pipeline(base, remote, batch_id, jobs)
+            pipeline = _Pipeline(base, remote, batch_id, processes)
             pipeline.fill(files, chunk_size, window)
         pipeline.client, pipeline.ref, pipeline.timeout = client, ref, timeout
         while pipeline.entries:
             names, errors, result, pixels = pipeline.next_result(timeout)
             pipeline.add_next()  # keep preprocessing ahead while this chunk's rows are written
-            probs, remote_errors = iter(result["probs"]), iter(result["errors"])
+            probs, remote_errors = iter(result.probs), iter(result.errors)
             digits = iter(_unpack(pixels)) if keep_pixels else None
             for name, err in zip(names, errors):
                 if err is not None:
@@ -161,15 +178,15 @@ def _unpack(pixels: bytes) -> np.ndarray:
 
 
 def prefetch_folder(folder: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
-                    window: int = DEFAULT_WINDOW, batch_id: str | None = None, jobs: int = 0) -> _Pipeline | None:
+                    window: int = DEFAULT_WINDOW, batch_id: str | None = None, processes: int = 0) -> _Pipeline | None:
     """Start preprocessing a local folder's first chunks before the client connects, so
-    that its start-up (importing Celery and redis, reaching the broker: a few tenths of a
-    second on one core) overlaps that work; pass the result to `predict_folder` and close it if
-    you don't. None when there is nothing to start early: bad options, one process, or a
-    folder that `predict_folder` will report as missing or empty (it checks the model first)."""
-    if not 1 <= chunk_size <= 5000 or jobs < 0 or not batch_id:
+    that its start-up (importing Celery and redis, reaching the broker) overlaps that work;
+    pass the result to `Client.predict` (or `predict_folder`) and close it if you don't. None
+    when there is nothing to start early: bad options, one process, or a folder that
+    `predict_folder` will report as missing or empty (it checks the model first)."""
+    if not 1 <= chunk_size <= 5000 or processes < 0 or not batch_id:
         return None
-    processes = _process_count(jobs)
+    processes = _process_count(processes)
     if processes < 2:
         return None
     try:
@@ -184,9 +201,9 @@ def prefetch_folder(folder: str, recursive: bool = False, chunk_size: int = DEFA
     return pipeline
 
 
-def _process_count(jobs: int) -> int:
-    """--jobs: preprocessing processes, 0 meaning one per CPU core, at most 4."""
-    return jobs or min(4, os.cpu_count() or 1)
+def _process_count(processes: int) -> int:
+    """Preprocessing processes (`predict --jobs`), 0 meaning one per CPU core, at most 4."""
+    return processes or min(4, os.cpu_count() or 1)
 
 
 def _list_local(folder: str, recursive: bool) -> tuple[str, list[Path]]:
@@ -204,19 +221,19 @@ class _Pipeline:
     the queue as soon as their pixels are ready (once `client` and `ref` are set), and read
     back in order."""
 
-    def __init__(self, base: str, remote: bool, batch_id: str, jobs: int):
+    def __init__(self, base: str, remote: bool, batch_id: str, processes: int):
         self.client, self.ref, self.timeout = None, None, 3600.0
         self.base, self.remote, self.batch_id = base, remote, batch_id
         self.key: tuple | None = None
         self.files: list = []
         self.chunks: Iterator[list] = iter(())
         self.pool = None
-        if not remote and jobs > 1:
+        if not remote and processes > 1:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
             # fork is safe here: the client never imports TensorFlow.
-            self.pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("fork"),
+            self.pool = ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("fork"),
                                             initializer=os.nice, initargs=(PREPROCESS_NICENESS,))
         self.entries: deque = deque()
         self.count = 0
@@ -258,12 +275,12 @@ class _Pipeline:
         elif count:
             # The pixels go to Redis as raw bytes beside a small message that names them: inside
             # the message they would be base64 and JSON on both sides, twice over (kombu wraps
-            # the body again), ~0.3 CPU-s per 10,000 images in all.
+            # the body again).
             entry["key"] = pixels_key(entry["task_id"])
-            self.client.redis.set(entry["key"], pixels, ex=int(self.timeout) + PIXELS_GRACE)
+            self.client.put_blob(entry["key"], pixels, ttl=int(self.timeout) + PIXELS_GRACE)
             payload = {"model": self.ref, "pixels_key": entry["key"], "count": count}
         if self.remote or count:
-            self.client.app.send_task(PREDICT_TASK, args=[payload], task_id=entry["task_id"], queue=PREDICT_QUEUE)
+            self.client.send(PREDICT_TASK, payload, PREDICT_QUEUE, task_id=entry["task_id"])
             self.in_queue += 1
         else:
             entry["task_id"] = None  # nothing to classify in this chunk
@@ -278,16 +295,16 @@ class _Pipeline:
             if not entry["sent"] and ("prep" in entry or entry["future"].done()):
                 self._send(entry)
 
-    def next_result(self, timeout: float) -> tuple[list, list, dict, bytes | None]:
+    def next_result(self, timeout: float) -> tuple[list, list, PredictResult, bytes | None]:
         entry = self.entries[0]
         if not entry["sent"]:
             self._send(entry)
         self.pump()
         if entry["task_id"] is None:
-            result = {"probs": [], "errors": []}
+            result = PredictResult(model=self.ref, probs=[], errors=[])
         else:
             try:
-                result = self.client.wait_result(entry["task_id"], timeout, on_poll=self.pump)
+                result = PredictResult.from_dict(self.client.wait_result(entry["task_id"], timeout, on_poll=self.pump))
             finally:
                 self.in_queue -= 1
                 self._forget_pixels([entry])
@@ -299,7 +316,7 @@ class _Pipeline:
         keys = [e.pop("key") for e in entries if "key" in e]
         if keys:
             try:
-                self.client.redis.delete(*keys)
+                self.client.delete_blobs(keys)
             except Exception:  # noqa: BLE001 - best effort: they expire anyway (PIXELS_GRACE)
                 pass
 
@@ -310,17 +327,11 @@ class _Pipeline:
             self._forget_pixels(self.entries)  # an interrupted run: its queued chunks' pixels
 
 
-def _call(client, task: str, payload: dict, task_id: str, timeout: float) -> dict:
-    client.app.send_task(task, args=[payload], task_id=task_id, queue=PREDICT_QUEUE)
-    return client.wait_result(task_id, timeout)
-
-
 class RowWriter:
     """Writes rows as CSV (the columns in CSV_COLUMNS) or JSON lines, to a file or stdout."""
 
     def __init__(self, path: str, fmt: str):
-        if fmt not in ("csv", "json"):
-            raise DigitqError(f"--format must be csv or json, got {fmt!r}")
+        check_predict_options(path, fmt)
         self.fmt = fmt
         self.path = path
         self.tmp = None
@@ -330,8 +341,6 @@ class RowWriter:
             self.f = sys.stdout
         else:
             target = Path(path)
-            if target.is_dir():
-                raise DigitqError(f"output {path} is a folder; give a file name")
             self.tmp = target.with_name(f".{target.name}.partial")
             self.f = open(self.tmp, "w", newline="")
         self.csv = csv.writer(self.f) if fmt == "csv" else None  # DictWriter's output, without its dict per row

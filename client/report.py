@@ -9,24 +9,37 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from digitq.common.errors import DigitqError, InvalidRequest
-from digitq.common.registry import parse_model_ref
-from digitq.common.schemas import JOB_ID_RE, MODEL_NAME_RE
+from digitq.common.errors import DigitqError
+from digitq.common.schemas import check_report_target
+
+__all__ = ["SavedReport", "check_report_output", "check_report_target", "write_report_files"]
 
 REPORT_SUFFIXES = (".png", ".md")
 """The only kinds of file a report holds; anything else in a task result is refused."""
 
 
-def check_report_target(target: str) -> str:
-    """A job id, NAME or NAME:VERSION; anything else fails here, before it is queued."""
-    if ":" in target:
-        parse_model_ref(target)
-        return target
-    if not (MODEL_NAME_RE.match(target) or JOB_ID_RE.match(target)):
-        raise InvalidRequest(f"invalid report target {target!r}: give a job id, NAME or NAME:VERSION")
-    return target
+@dataclass
+class SavedReport:
+    """A report written here by Client.report (`digitq report --json` prints it)."""
+
+    job_id: str
+    model: str | None  # NAME:VERSION, when the job registered one
+    output: str  # the folder written here
+    files: list[str]  # the file names written into it
+    worker_folder: str  # where the worker keeps its copy, on the shared volume
+
+    def to_dict(self) -> dict:
+        return {"job_id": self.job_id, "model": self.model, "output": self.output, "files": self.files,
+                "worker_folder": self.worker_folder}
+
+
+def check_report_output(output: str | None) -> None:
+    """The -o folder may exist, but only as a folder; checked before anything is queued."""
+    if output is not None and Path(output).expanduser().exists() and not Path(output).expanduser().is_dir():
+        raise DigitqError(f"output {output} exists and is not a folder")
 
 
 def write_report_files(result: dict, out_dir) -> list[Path]:

@@ -16,6 +16,10 @@ class InvalidRequest(DigitqError):
     exit_code = 2
 
 
+class InvalidResult(DigitqError):
+    """A worker's result does not have the shape this client reads (a bug, or a foreign worker)."""
+
+
 class DataError(DigitqError):
     """Training or test data is missing, corrupt or cannot be fetched."""
 

@@ -35,3 +35,27 @@ def export_saved_model(record: dict, directory: str) -> Path:
     module = Serving()
     tf.saved_model.save(module, str(target), signatures={"serving_default": module.serve})
     return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m digitq.worker.export DIR < record.json`: what `digitq models export` runs, in a
+    process of its own so that the client never imports TensorFlow. Reads the model's registry
+    record (JSON) on stdin; prints the folder written, or `error: ...` on stderr and exits non-zero."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m digitq.worker.export DIR < record.json", file=sys.stderr)
+        return 2
+    try:
+        path = export_saved_model(json.loads(sys.stdin.read()), args[0])
+    except DigitqError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

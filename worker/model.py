@@ -15,7 +15,7 @@ import keras
 from keras import layers
 
 from digitq.common.errors import InvalidRequest
-from digitq.common.schemas import TrainRequest
+from digitq.common.schemas import ARCH_DEFAULTS, TrainRequest
 
 MNIST_MEAN = 33.32 / 255.0  # mean pixel of MNIST's 60,000 training images, on the [0, 1] scale
 MNIST_STD = 78.57 / 255.0
@@ -35,21 +35,6 @@ class HParams:
     label_smoothing: float
     weight_decay: float
     augment: str  # none, shift (whole-pixel) or affine (rotation, shear, zoom, shift): see augment.py
-
-
-ARCH_DEFAULTS = {
-    # The tutorials' CNN and recipe: Adam 1e-4 at a constant rate, batch 50.
-    "seed-cnn": dict(learning_rate=1e-4, dropout=0.5, conv_channels=(32, 64), dense_units=1024,
-                     batch_size=50, schedule="constant", weight_decay=0.0, label_smoothing=0.0, augment="none"),
-    "mlp": dict(learning_rate=1e-3, dropout=0.2, conv_channels=(), dense_units=512,
-                batch_size=128, schedule="onecycle", weight_decay=0.0, label_smoothing=0.0, augment="none"),
-    # digitq's default: a 5x5 stride-2 stem, three stages of two batch-normalised 3x3 convs,
-    # global average pooling; AdamW with a one-cycle schedule, label smoothing and random shifts.
-    # 290k weights, cheap per image on a CPU: in our tuning runs the stride-2 stem cut a
-    # 32-64-128 stack from ~58 to ~11-15 CPU-seconds per MNIST epoch (32 channels at 28x28 cost most).
-    "cnn": dict(learning_rate=3e-3, dropout=0.0, conv_channels=(32, 64, 128), dense_units=0,
-                batch_size=128, schedule="onecycle", weight_decay=5e-4, label_smoothing=0.1, augment="shift"),
-}
 
 
 def resolve_hparams(request: TrainRequest) -> HParams:

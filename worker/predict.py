@@ -25,7 +25,8 @@ from digitq.common.folders import iter_image_files
 from digitq.common.images import load_images
 from digitq.common.paths import resolve_within
 from digitq.common.registry import resolve_model
-from digitq.common.schemas import PIXELS_PER_IMAGE, EvaluateRequest, PredictRequest
+from digitq.common.schemas import (MAX_LISTED_FILES, PIXELS_PER_IMAGE, EvaluateRequest, EvaluateResult, ListRequest,
+                                   ListResult, PredictRequest, PredictResult)
 from digitq.common.settings import Settings
 from digitq.worker.scoring import score_predictions
 
@@ -35,8 +36,6 @@ MODEL_CACHE_SIZE = 4
 PREDICT_BATCH = 1024
 """Images per inference step."""
 
-MAX_LISTED_FILES = 1_000_000
-"""Most files a --remote folder listing returns."""
 
 
 class ModelCache:
@@ -151,22 +150,21 @@ def run_predict_chunk(payload, settings: Settings, r) -> dict:
     prometheus.images_predicted(len(pixels))
     rows = iter(probs.tolist())  # Python floats: round() then needs no NumPy scalar per probability
     out = [[round(p, 6) for p in next(rows)] if err is None else None for err in errors]
-    return {"model": f"{record['name']}:{record['version']}", "probs": out, "errors": errors}
+    return PredictResult(model=f"{record['name']}:{record['version']}", probs=out, errors=errors).to_dict()
 
 
 def run_list_images(payload, settings: Settings) -> dict:
     """--remote: the files of a folder below the worker's roots, relative to it, in sorted order."""
-    if not isinstance(payload, dict) or not isinstance(payload.get("folder"), str):
-        raise DigitqError("a listing request needs a folder")
-    folder = resolve_within(payload["folder"], [settings.data_dir, settings.home], base=settings.data_dir)
+    req = ListRequest.from_dict(payload)
+    folder = resolve_within(req.folder, [settings.data_dir, settings.home], base=settings.data_dir)
     if not folder.is_dir():
         raise DataError(f"folder {folder} does not exist on the worker")
     files = []
-    for path in iter_image_files(folder, recursive=bool(payload.get("recursive"))):
+    for path in iter_image_files(folder, recursive=req.recursive):
         files.append(os.path.relpath(path, folder))
         if len(files) > MAX_LISTED_FILES:
             raise DigitqError(f"folder {folder} holds more than {MAX_LISTED_FILES} files")
-    return {"folder": str(folder), "files": files}
+    return ListResult(folder=str(folder), files=files).to_dict()
 
 
 def run_evaluate(payload, settings: Settings, r) -> dict:
@@ -182,5 +180,5 @@ def run_evaluate(payload, settings: Settings, r) -> dict:
     else:
         _, x, y, skipped = load_labelled_dataset(settings, req.dataset)
     scores = score_predictions(predict_pixels(settings, record, x), y)
-    return {"model": f"{record['name']}:{record['version']}", "dataset": req.dataset, "images": int(len(y)),
-            "skipped": [list(e) for e in skipped], **scores}
+    return EvaluateResult(model=f"{record['name']}:{record['version']}", dataset=req.dataset, images=int(len(y)),
+                          skipped=[list(e) for e in skipped], **scores).to_dict()

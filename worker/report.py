@@ -31,7 +31,7 @@ from digitq.common.errors import (DataError, DigitqError, InvalidRequest, NoSuch
                                   WorkerNotInstalled)
 from digitq.common.paths import resolve_within
 from digitq.common.registry import resolve_model
-from digitq.common.schemas import JOB_ID_RE, MODEL_NAME_RE, check_job_id
+from digitq.common.schemas import JOB_ID_RE, MODEL_NAME_RE, ReportRequest, ReportResult, check_job_id
 from digitq.common.settings import Settings
 from digitq.worker import job_folder
 
@@ -507,9 +507,7 @@ def resolve_target(target, settings: Settings, r) -> str | dict:
 def run_report(payload, settings: Settings, r) -> dict:
     """The `digitq.report` task: render a job's report into `<job folder>/report/` and return
     {"job_id", "model", "folder", "files": {name: base64 of the file's bytes}}."""
-    if not isinstance(payload, dict) or set(payload) != {"target"}:
-        raise InvalidRequest('a report request is one JSON object {"target": JOB_ID or "NAME[:VERSION]"}')
-    record_or_job = resolve_target(payload["target"], settings, r)
+    record_or_job = resolve_target(ReportRequest.from_dict(payload).target, settings, r)
     job_id, _ = _job_of(settings, record_or_job)
     folder = job_folder.job_dir(settings, job_id) / REPORT_DIR
     paths = render_report(settings, record_or_job, folder)
@@ -521,4 +519,4 @@ def run_report(payload, settings: Settings, r) -> dict:
         files = {p.name: base64.b64encode(p.read_bytes()).decode() for p in paths}
     except OSError as exc:
         raise DigitqError(f"cannot read the report back from {folder}: {exc}") from None
-    return {"job_id": job_id, "model": label, "folder": str(folder), "files": files}
+    return ReportResult(job_id=job_id, model=label, folder=str(folder), files=files).to_dict()

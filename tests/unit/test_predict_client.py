@@ -2,7 +2,7 @@
 pipeline with a prefetch (chunks preprocessed before the client connects) against one without.
 
 A stand-in client answers each chunk with made-up probabilities derived from its pixels, so the
-rows show which pixels reached which file; `resolve_model` is replaced so no Redis is needed.
+rows show which pixels reached which file; it knows one model, so no Redis is needed.
 """
 
 from __future__ import annotations
@@ -67,43 +67,37 @@ def test_csv_rows_are_what_the_dict_writer_wrote(tmp_path):
 # --- the pipeline, with a stand-in client --------------------------------------------------
 
 
-class FakeRedis:
-    """The three commands the pipeline uses on the pixels, with each key's expiry kept."""
+class FakeClient:
+    """The Client methods the pipeline uses: one model, blobs with their expiry kept, and a queue
+    that answers each chunk at once."""
 
     def __init__(self):
-        self.values, self.expiry = {}, {}
+        self.values, self.expiry = {}, {}  # the blobs (a chunk's pixels) and their time to live
+        self.results, self.task_ids = {}, []
+        self.in_queue = self.most_in_queue = 0
+        self.jobs = []
 
-    def set(self, key, value, ex=None):
-        self.values[key], self.expiry[key] = value, ex
+    def show_model(self, ref):
+        return {"name": "digits", "version": 3}
 
-    def delete(self, *keys):
+    def put_blob(self, key, data, ttl):
+        self.values[key], self.expiry[key] = data, ttl
+
+    def delete_blobs(self, keys):
         for key in keys:
             self.values.pop(key, None)
 
-
-class FakeApp:
-    def __init__(self, redis):
-        self.redis = redis
-        self.results, self.task_ids = {}, []
-        self.in_queue = self.most_in_queue = 0
-
-    def send_task(self, name, args, task_id, queue):
-        payload = args[0]
+    def send(self, task, payload, queue, task_id=None):
         assert set(payload) == {"model", "pixels_key", "count"}  # the pixels travel beside the message
-        raw = self.redis.values[payload["pixels_key"]]
+        raw = self.values[payload["pixels_key"]]
         pixels = np.frombuffer(raw, np.uint8).reshape(payload["count"], 784)
         means = pixels.mean(axis=1) / 255
-        self.results[task_id] = {"probs": [[round(float(m), 6)] * 10 for m in means], "errors": [None] * len(means)}
+        self.results[task_id] = {"model": "digits:3", "probs": [[round(float(m), 6)] * 10 for m in means],
+                                 "errors": [None] * len(means)}
         self.task_ids.append(task_id)
         self.in_queue += 1
         self.most_in_queue = max(self.most_in_queue, self.in_queue)
-
-
-class FakeClient:
-    def __init__(self):
-        self.redis = FakeRedis()
-        self.app = FakeApp(self.redis)
-        self.jobs = []
+        return task_id
 
     def record_job(self, job_id, kind, name, request):
         self.jobs.append((job_id, request["files"]))
@@ -111,13 +105,12 @@ class FakeClient:
     def wait_result(self, task_id, timeout, on_poll=None):
         if on_poll:
             on_poll()  # the real client sends ready chunks between two looks at the result
-        self.app.in_queue -= 1
-        return self.app.results[task_id]
+        self.in_queue -= 1
+        return self.results[task_id]
 
 
 @pytest.fixture
-def folder(tmp_path, monkeypatch):
-    monkeypatch.setattr(predict, "resolve_model", lambda r, ref: {"name": "digits", "version": 3})
+def folder(tmp_path):
     rng = np.random.default_rng(1)
     for i in range(23):
         pixels = np.full((28, 28), 255, np.uint8)
@@ -135,63 +128,63 @@ def run(folder, **kw) -> tuple[list, FakeClient]:
 
 
 def test_prefetched_chunks_give_the_same_rows_and_tasks(folder):
-    plain, plain_client = run(folder, jobs=2)
-    early = prefetch_folder(str(folder), chunk_size=4, batch_id="b", jobs=2)
+    plain, plain_client = run(folder, processes=2)
+    early = prefetch_folder(str(folder), chunk_size=4, batch_id="b", processes=2)
     assert early is not None and len(early.entries) == 6  # all of them: fewer than PREPARE_AHEAD
-    prefetched, client = run(folder, jobs=2, prefetch=early)
+    prefetched, client = run(folder, processes=2, prefetch=early)
     assert prefetched == plain
     # chunks are sent as their pixels are ready, not necessarily in order
-    assert sorted(client.app.task_ids) == sorted(plain_client.app.task_ids) == [f"b-{i:06d}" for i in range(6)]
+    assert sorted(client.task_ids) == sorted(plain_client.task_ids) == [f"b-{i:06d}" for i in range(6)]
     assert client.jobs == [("b", 23)]
     assert [p for p, probs, e in plain if e] == ["010.png"]
-    one_process, _ = run(folder, jobs=1)
+    one_process, _ = run(folder, processes=1)
     assert one_process == plain
 
 
 def test_pixels_go_beside_the_message_and_are_deleted_once_read(folder):
-    rows, client = run(folder, jobs=2, window=2)
-    assert len(rows) == 23 and len(client.app.task_ids) == 6
-    assert client.redis.values == {}  # every chunk's pixels deleted once its result was read
-    assert set(client.redis.expiry.values()) == {3600 + predict.PIXELS_GRACE}  # the wait, then a grace period
-    assert client.app.most_in_queue == 2  # 6 chunks prepared, never more than `window` in the queue
+    rows, client = run(folder, processes=2, window=2)
+    assert len(rows) == 23 and len(client.task_ids) == 6
+    assert client.values == {}  # every chunk's pixels deleted once its result was read
+    assert set(client.expiry.values()) == {3600 + predict.PIXELS_GRACE}  # the wait, then a grace period
+    assert client.most_in_queue == 2  # 6 chunks prepared, never more than `window` in the queue
 
 
 def test_an_interrupted_run_deletes_the_pixels_it_left_in_the_queue(folder):
     client = FakeClient()
     # one process: every chunk is preprocessed at once, so the window alone decides what is sent
-    rows = predict_folder(client, str(folder), "digits", chunk_size=4, batch_id="b", jobs=1, window=3)
+    rows = predict_folder(client, str(folder), "digits", chunk_size=4, batch_id="b", processes=1, window=3)
     next(rows)
-    assert len(client.app.task_ids) == 3 and len(client.redis.values) == 2  # the first chunk's result is read
+    assert len(client.task_ids) == 3 and len(client.values) == 2  # the first chunk's result is read
     rows.close()  # as when the user presses Ctrl-C while rows are written
-    assert client.redis.values == {}
+    assert client.values == {}
 
 
 def test_a_prefetch_for_other_arguments_is_dropped(folder):
-    early = prefetch_folder(str(folder), chunk_size=5, batch_id="b", jobs=2)
-    rows, client = run(folder, jobs=2, prefetch=early)
+    early = prefetch_folder(str(folder), chunk_size=5, batch_id="b", processes=2)
+    rows, client = run(folder, processes=2, prefetch=early)
     assert early.pool._shutdown_thread
-    assert rows == run(folder, jobs=2)[0]
-    assert sorted(client.app.task_ids) == [f"b-{i:06d}" for i in range(6)]  # chunks of 4, as asked
+    assert rows == run(folder, processes=2)[0]
+    assert sorted(client.task_ids) == [f"b-{i:06d}" for i in range(6)]  # chunks of 4, as asked
 
 
 def test_nothing_is_prefetched_when_predict_folder_would_refuse(folder, tmp_path):
-    assert prefetch_folder(str(folder), chunk_size=0, batch_id="b", jobs=2) is None
-    assert prefetch_folder(str(folder), batch_id="b", jobs=-1) is None
-    assert prefetch_folder(str(folder), batch_id="b", jobs=1) is None  # no pool: nothing to overlap
-    assert prefetch_folder(str(folder / "missing"), batch_id="b", jobs=2) is None
+    assert prefetch_folder(str(folder), chunk_size=0, batch_id="b", processes=2) is None
+    assert prefetch_folder(str(folder), batch_id="b", processes=-1) is None
+    assert prefetch_folder(str(folder), batch_id="b", processes=1) is None  # no pool: nothing to overlap
+    assert prefetch_folder(str(folder / "missing"), batch_id="b", processes=2) is None
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert prefetch_folder(str(empty), batch_id="b", jobs=2) is None
+    assert prefetch_folder(str(empty), batch_id="b", processes=2) is None
 
 
 def test_errors_keep_their_order_with_a_prefetch(folder, monkeypatch):
     """An unknown model is still reported before anything else, and the prefetch is shut down."""
-    early = prefetch_folder(str(folder), chunk_size=4, batch_id="b", jobs=2)
+    early = prefetch_folder(str(folder), chunk_size=4, batch_id="b", processes=2)
 
-    def unknown(r, ref):
+    def unknown(self, ref):
         raise predict.DigitqError(f"no model {ref}")
 
-    monkeypatch.setattr(predict, "resolve_model", unknown)
+    monkeypatch.setattr(FakeClient, "show_model", unknown)
     with pytest.raises(predict.DigitqError, match="no model digits"):
-        run(folder, jobs=2, prefetch=early)
+        run(folder, processes=2, prefetch=early)
     assert early.pool._shutdown_thread

@@ -3,9 +3,13 @@ import json
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from digitq.common.errors import InvalidRequest
+from digitq.common.errors import InvalidRequest, InvalidResult
 from digitq.common.registry import parse_model_ref
-from digitq.common.schemas import TrainRequest, TrainResult, check_job_id, check_model_name
+from digitq.common.schemas import (
+    ARCH_DEFAULTS, ARCHITECTURES, EvaluateRequest, EvaluateResult, ListRequest, ListResult, PredictRequest,
+    PredictResult, PredictSummary, ReportRequest, ReportResult, TrainRequest, TrainResult, check_job_id,
+    check_model_name, default_text,
+)
 
 
 def test_defaults_validate_and_round_trip():
@@ -98,3 +102,82 @@ def test_train_result_from_dict_ignores_unknown_keys():
              confusion=[], epochs=2, wall_seconds=1.0, train_seconds=0.5, model="digits:1", arch="cnn",
              model_path="/x", extra="ignored")
     assert TrainResult.from_dict(d).model == "digits:1"
+
+
+# --- the other messages and the results --------------------------------------------------------
+
+REQUESTS = (TrainRequest, PredictRequest, EvaluateRequest, ListRequest, ReportRequest)
+
+
+@pytest.mark.parametrize("cls, fields, message", [
+    (EvaluateRequest, {"model": "a/b"}, "invalid model name"),
+    (EvaluateRequest, {"test_size": 0}, "test_size must be between"),
+    (EvaluateRequest, {"dataset": 3}, "dataset must be a string"),
+    (ListRequest, {}, "folder is required"),
+    (ListRequest, {"folder": "x", "recursive": "yes"}, "recursive must be true or false"),
+    (ListRequest, {"folder": "x", "depth": 2}, "unknown field(s) in ListRequest: depth"),
+    (ReportRequest, {}, "target is required"),
+    (ReportRequest, {"target": "../etc"}, "invalid report target"),
+    (ReportRequest, {"target": "digits:0"}, "invalid model version"),
+    (ReportRequest, {"target": "j", "extra": 1}, "unknown field(s) in ReportRequest: extra"),
+])
+def test_other_requests_are_as_strict_as_the_train_request(cls, fields, message):
+    with pytest.raises(InvalidRequest) as exc:
+        cls.from_dict(fields)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(st.sampled_from(REQUESTS[2:]), st.dictionaries(st.sampled_from(["model", "dataset", "test_size", "folder",
+                                                                        "recursive", "target", "junk"]),
+                                                       json_values, max_size=4))
+def test_any_json_is_a_valid_request_or_one_line(cls, payload):
+    try:
+        cls.from_dict(payload)
+    except InvalidRequest as exc:
+        assert str(exc) and "\n" not in str(exc)
+
+
+def test_results_round_trip_and_ignore_fields_a_newer_worker_adds():
+    chunk = PredictResult(model="digits:1", probs=[[0.1] * 10, None], errors=[None, "not an image"])
+    assert PredictResult.from_dict({**chunk.to_dict(), "new": 1}) == chunk
+    ev = EvaluateResult(model="digits:1", dataset="mnist-test", images=3, accuracy=1.0, loss=0.1,
+                        per_class_accuracy=[1.0] * 3 + [None] * 7, confusion=[[0] * 10] * 10)
+    assert EvaluateResult.from_dict(json.loads(json.dumps(ev.to_dict()))) == ev
+    assert ListResult.from_dict({"folder": "/d", "files": []}).files == []
+    rep = ReportResult.from_dict({"job_id": "j", "model": None, "folder": "/f", "files": {"a.png": "AA=="}})
+    assert rep.files == {"a.png": "AA=="}
+    summary = PredictSummary(job_id="j", classified=1, failed=0, output="-", seconds=1.0, images_per_second=1.0)
+    assert "gallery" not in summary.to_dict() and PredictSummary.from_dict(summary.to_dict()) == summary
+
+
+@pytest.mark.parametrize("cls, data, message", [
+    (PredictResult, {"model": "m", "probs": [[0.1] * 9], "errors": [None]}, "10 numbers or null"),
+    (PredictResult, {"model": "m", "probs": [None], "errors": []}, "probs has 1 rows but errors 0"),
+    (PredictResult, {"model": "m", "probs": [None], "errors": [3]}, "an error must be a string or null"),
+    (EvaluateResult, {"model": "m", "dataset": "d", "images": 1, "accuracy": "high", "loss": 0.1,
+                      "per_class_accuracy": [None] * 10, "confusion": [[0] * 10] * 10}, "accuracy must be a number"),
+    (ListResult, {"folder": "/d"}, "files is required"),
+    (ReportResult, {"job_id": "j", "folder": "/f", "files": []}, "files must be a JSON object"),
+    (TrainResult, [], "must be a JSON object"),
+])
+def test_a_malformed_result_is_one_line_naming_the_worker(cls, data, message):
+    with pytest.raises(InvalidResult) as exc:
+        cls.from_dict(data)
+    assert str(exc.value).startswith(f"a worker returned an unexpected {cls.__name__}: ") and message in str(exc.value)
+    assert exc.value.exit_code == 1
+
+
+def test_a_train_result_may_carry_nan_scores():
+    d = dict(job_id="j", state="SUCCESS", test_accuracy=float("nan"), test_loss=float("nan"), per_class_accuracy=[],
+             confusion=[], epochs=1, wall_seconds=1.0, train_seconds=0.5, model="digits:1", arch="cnn", model_path="/x")
+    assert TrainResult.from_dict(d).epochs == 1
+
+
+def test_every_architecture_has_every_default_and_the_texts_say_them():
+    assert set(ARCH_DEFAULTS) == set(ARCHITECTURES)
+    keys = {k for d in ARCH_DEFAULTS.values() for k in d}
+    assert all(set(d) == keys for d in ARCH_DEFAULTS.values())
+    assert default_text("label_smoothing") == "the architecture's (cnn 0.1, seed-cnn 0, mlp 0)"
+    assert default_text("epochs") == "5" and default_text("standardize") == "on" and default_text("jit") == "off"
+    assert default_text("train_size") == "all"

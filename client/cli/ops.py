@@ -1,0 +1,74 @@
+"""Watching the service: `digitq workers`, `digitq logs`, `digitq tensorboard`."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from digitq.client.cli import local, session
+from digitq.client.cli.output import friendly_errors, line, note, out, print_json
+from digitq.common.errors import DigitqError
+
+app = typer.Typer()
+
+
+def worker_table(rows: list[dict], now: float) -> Table:
+    t = Table("node", "queues", "devices", "tensorflow", "current job", "jobs done")
+    for w in rows:
+        devices = ", ".join(w.get("gpus") or []) or f"CPU x{w.get('replicas') or 1}"
+        job = w.get("current_job") or {}
+        current = (f"{job.get('job_id', '')} ({job.get('task', '').split('.')[-1]}, {now - job.get('since', now):.0f} s)"
+                   if job else "")
+        t.add_row(w["node"], ",".join(w.get("queues") or []), devices, w.get("tensorflow") or "", current,
+                  str(w.get("jobs_done", 0)))
+    return t
+
+
+@app.command()
+@friendly_errors
+def workers(as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False):
+    """List live workers: host, queues, devices (GPUs or CPU replicas), TensorFlow, current job."""
+    rows = session.get_client(quiet=True).workers()
+    if as_json:
+        print_json(rows)
+        return
+    out.print(worker_table(rows, time.time()))
+    if not rows:
+        note("no live workers (they announce themselves every 10 s)")
+
+
+@app.command()
+@friendly_errors
+def logs(
+    job_id: Annotated[str, typer.Argument(help="The job id.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")] = False,
+):
+    """Print a job's log lines, as the worker wrote them; --follow streams them live."""
+    for text in session.get_client(quiet=True).follow_logs(job_id, follow=follow):
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+@app.command()
+@friendly_errors
+def tensorboard(
+    target: Annotated[Optional[str], typer.Argument(help="A job id or NAME[:VERSION]; all jobs when left out.")] = None,
+    start: Annotated[bool, typer.Option("--start", help="Run TensorBoard here instead of printing the command.")] = False,
+    port: Annotated[int, typer.Option(help="Port for --start.")] = 6006,
+):
+    """Print (or --start) the TensorBoard command for a job's, a model's or all jobs' logs."""
+    logdir = session.get_client(quiet=True).tensorboard_logdir(target)
+    argv = ["tensorboard", "--logdir", str(logdir), "--port", str(port)]
+    if not start:
+        line(" ".join(argv))
+        return
+    import shutil
+
+    exe = shutil.which("tensorboard")
+    if not exe:
+        raise DigitqError("tensorboard is not installed here: pip install 'digitq[worker]' (or run the printed command elsewhere)")
+    local.replace_process([exe, *argv[1:]])

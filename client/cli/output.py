@@ -1,0 +1,88 @@
+"""How the CLI speaks: stdout for results, stderr for notes and errors, one line per error.
+
+Scripts parse these lines, so a long line stays one line when piped (soft_wrap), and nothing
+here is Rich markup: a path with brackets prints as it is.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from digitq.common.errors import DigitqError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+INTERRUPTED_EXIT = 130
+"""Exit code after Ctrl-C, as a shell reports a SIGINT."""
+
+
+def friendly_errors(fn):
+    """Turn expected failures into one line on stderr and a non-zero exit, never a traceback:
+    a DigitqError exits with its own code, an unreachable broker with 1, Ctrl-C with 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        import redis
+        from kombu.exceptions import OperationalError
+
+        try:
+            return fn(*args, **kwargs)
+        except DigitqError as exc:
+            note(f"error: {exc}", console=err)
+            raise typer.Exit(code=exc.exit_code)
+        except (redis.exceptions.RedisError, OperationalError) as exc:
+            note(f"error: broker unavailable: {exc}", console=err)
+            raise typer.Exit(code=1)
+        except KeyboardInterrupt:
+            note("interrupted", console=err)
+            raise typer.Exit(code=INTERRUPTED_EXIT)
+
+    return wrapper
+
+
+def line(text: str, console: Console = out) -> None:
+    """One line as it is: no markup, no highlighting."""
+    console.print(text, markup=False, highlight=False)
+
+
+def note(text: str, console: Console = err) -> None:
+    """One line for a person, on stderr."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def print_json(obj) -> None:
+    """One JSON document on one line of stdout."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+
+
+def pct(fraction: float | None) -> str:
+    """0.9912 -> '99.12%'; None -> ''."""
+    return "" if fraction is None else f"{fraction * 100:.2f}%"
+
+
+def train_result_table(res) -> Table:
+    """A TrainResult as the two-column table `submit-train --wait`, `wait` and `status` print."""
+    t = Table(show_header=False, box=None)
+    t.add_row("job", res.job_id)
+    t.add_row("model", f"{res.model} ({res.arch}, {res.replicas} replica(s) on {', '.join(res.devices)})")
+    t.add_row("test accuracy", f"{pct(res.test_accuracy)}  (loss {res.test_loss:.4f})")
+    t.add_row("epochs", f"{res.epochs}  ({res.train_images} training images)")
+    for e in res.history:
+        member = f"model {e['member']} " if "member" in e else ""
+        t.add_row(f"  {member}epoch {e['epoch']}",
+                  f"{e['seconds']:.1f} s  loss {e.get('loss', 0):.4f}  val_acc {e.get('val_accuracy', float('nan')):.4f}"
+                  f"  {e.get('images_per_second', 0):.0f} img/s" + ("  (resumed)" if e.get("resumed") else ""))
+    if res.member_accuracies:
+        t.add_row("members", "  ".join(pct(a) for a in res.member_accuracies) + "  (averaged above)")
+    for w in res.warnings:
+        t.add_row("warning", w)
+    t.add_row("wall time", f"{res.wall_seconds:.1f} s")
+    t.add_row("model file", res.model_path)
+    return t
