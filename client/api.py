@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import redis
 
 from digitq.common import registry
+from digitq.common.celery_keys import task_meta_key
 from digitq.common.errors import (
     BrokerUnavailable, DigitqError, JobCancelled, JobFailed, NoSuchJob, WorkerNotInstalled,
 )
@@ -48,8 +49,6 @@ CONNECT_TIMEOUT = 3.0
 
 LOG_POLL = 0.5
 """Seconds between two looks for new log lines while following a job."""
-
-TASK_META_PREFIX = "celery-task-meta-"
 
 
 def redact(url: str) -> str:
@@ -238,7 +237,7 @@ class Client:
 
     # --- read ------------------------------------------------------------------------------
     def _meta(self, job_id: str) -> dict | None:
-        raw = self.redis.get(TASK_META_PREFIX + job_id)
+        raw = self.redis.get(task_meta_key(job_id))
         return json.loads(raw) if raw else None
 
     def status(self, job_id: str) -> JobStatus:

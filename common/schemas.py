@@ -43,9 +43,10 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}\Z")
 
 
 def check_model_name(name: Any) -> str:
-    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidRequest(
             f"invalid model name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+            " (no '..')"
         )
     return name
 

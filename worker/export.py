@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import sys
 
+    from digitq.worker.devices import prefer_onednn
+
+    prefer_onednn()  # the worker's CPU kernels, chosen before TensorFlow starts
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
         print("usage: python -m digitq.worker.export DIR < record.json", file=sys.stderr)
