@@ -2,4 +2,5 @@
 
 from digitq.client.cli import main
 
-main()
+if __name__ == "__main__":
+    main()
