@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import json
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -68,3 +70,12 @@ def mnist_test(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """The MNIST test set: images uint8 [10000, 28, 28], labels uint8 [10000]."""
     return (read_idx(data_dir / "mnist" / "t10k-images-idx3-ubyte.gz"),
             read_idx(data_dir / "mnist" / "t10k-labels-idx1-ubyte.gz"))
+
+
+def run_py(code: str, env: dict, timeout: float = 600) -> dict:
+    """Run Python `code` in a fresh interpreter (TensorFlow's devices are set before it starts)
+    and return the JSON object its last line of output printed."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

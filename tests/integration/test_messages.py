@@ -16,7 +16,7 @@ from tests.processes import run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
-SMALL = ["--epochs", "1", "--train-size", "1000", "--validation-size", "200", "--test-size", "200", "--batch-size", "32"]
+SMALL = ["--epochs", "1", "--train-size", "300", "--validation-size", "100", "--test-size", "100", "--batch-size", "32"]
 
 
 class Exploit:

@@ -13,6 +13,8 @@ from tests.processes import run_cli
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 SMALL = ["--epochs", "1", "--train-size", "2000", "--validation-size", "200", "--test-size", "500", "--batch-size", "32"]
+TINY = ["--epochs", "1", "--train-size", "300", "--validation-size", "100", "--test-size", "100", "--batch-size", "32"]
+"""The smallest job: proof that a worker still serves."""
 
 
 def assert_one_line_error(proc, *fragments):
@@ -20,14 +22,13 @@ def assert_one_line_error(proc, *fragments):
     return helpers.assert_one_line_error(proc, *fragments, after_submitted=True)
 
 
-def test_train_job_through_the_queue(shared_worker, client_env):
-    proc = run_cli(["submit-train", *SMALL, "--name", "queue-test", "--json"], client_env)
-    assert proc.returncode == 0, proc.stderr
-    res = json.loads(proc.stdout)
+def test_train_job_through_the_queue(trained_model, client_env):
+    """The session's model was trained by `digitq submit-train --json` on the shared worker."""
+    res = trained_model.result
     for key in ("job_id", "state", "test_accuracy", "test_loss", "epochs", "model", "wall_seconds"):
         assert key in res
     assert res["state"] == "SUCCESS" and res["epochs"] == 1 and res["replicas"] == 2
-    assert res["model"].startswith("queue-test:") and 0.5 < res["test_accuracy"] <= 1.0
+    assert res["model"] == f"{trained_model.name}:1" and 0.5 < res["test_accuracy"] <= 1.0
 
     st = json.loads(run_cli(["status", res["job_id"], "--json"], client_env).stdout)
     assert st["state"] == "SUCCESS" and st["test_accuracy"] == res["test_accuracy"]
@@ -78,7 +79,7 @@ def test_hand_made_bad_messages_fail_with_a_reason_and_the_worker_keeps_serving(
                  120, f"hand-made message {r.id} to end")
         st = client.status(r.id)
         assert st.state == "FAILURE" and fragment in st.error
-    proc = run_cli(["submit-train", *SMALL, "--json"], client_env)
+    proc = run_cli(["submit-train", *TINY, "--json"], client_env)
     assert proc.returncode == 0 and json.loads(proc.stdout)["state"] == "SUCCESS"
 
 
@@ -98,7 +99,7 @@ def test_cancel_a_running_job_frees_the_worker(shared_worker, client_env):
     wait_for(lambda: client.status(job).state == "REVOKED", 30, "the job to stop")
     waited = run_cli(["wait", job], client_env)
     assert_one_line_error(waited, "was cancelled")
-    nxt = run_cli(["submit-train", *SMALL, "--json"], client_env)
+    nxt = run_cli(["submit-train", *TINY, "--json"], client_env)
     assert json.loads(nxt.stdout)["state"] == "SUCCESS"
     assert client.status(job).state == "REVOKED"
 
@@ -106,7 +107,7 @@ def test_cancel_a_running_job_frees_the_worker(shared_worker, client_env):
 def test_cancel_a_queued_job_never_runs_it(shared_worker, client_env):
     client = Client(client_env["DIGITQ_BROKER_URL"])
     first = run_cli(["submit-train", *SMALL], client_env).stdout.strip()
-    queued = run_cli(["submit-train", *SMALL], client_env).stdout.strip()
+    queued = run_cli(["submit-train", *TINY], client_env).stdout.strip()
     assert run_cli(["cancel", queued], client_env).returncode == 0
     client.wait(first, timeout=300)
     # Next the worker takes the queued message and drops it (Celery's revoke, or digitq's flag).

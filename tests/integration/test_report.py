@@ -2,19 +2,17 @@
 
 TensorFlow runs only in subprocesses (as in test_train.py): one trains a small model
 (1,000 images, 2 epochs, 1 CPU device) and renders its report twice, once as the job left it and
-once from a copy without result.json and with a resumed epoch; another runs the `digitq.report`
+once from a copy without result.json and with a resumed epoch, then an augmented ensemble of two
+and its report; another runs the `digitq.report`
 task's function against a real redis-server. pytest itself only opens the files.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
-import subprocess
 import sys
-import textwrap
 import uuid
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 from PIL import Image
 
 from digitq.client.report import write_report_files
+from tests.helpers import run_py
 from digitq.worker.data import read_idx
 from digitq.worker.report import (CONFUSION_SIZE, CURVES_SIZE, DIGIT_SCALE, GALLERY_CELL, GALLERY_COLUMNS,
                                   GALLERY_HEADER, MAX_MISCLASSIFIED, REPORT_FILES, SAMPLES, gallery_size)
@@ -31,13 +30,6 @@ pytestmark = pytest.mark.slow
 
 TEST_SIZE = 300
 PNGS = [f for f in REPORT_FILES if f.endswith(".png")]
-
-
-def run_py(code: str, env: dict, timeout: float = 600) -> dict:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -73,15 +65,26 @@ def job(tmp_path_factory, data_dir):
         checkpoints.write_json(copy / "history.json", hist)
         b = render_report(settings, "job-copy", settings.home / "out-b")
 
-        # An ensemble of two models: files in member-<k>/, the history interleaved with `member`.
+        # An augmented ensemble of two models: files in member-<k>/, the history interleaved with
+        # `member`; its accuracy recomputed here from the members' saved models.
+        import keras, numpy as np
+        from digitq.worker.data import load_mnist
         req = TrainRequest.from_dict({{"epochs": 2, "train_size": 500, "validation_size": 200,
-                                      "test_size": {TEST_SIZE}, "batch_size": 32, "ensemble": 2}})
+                                      "test_size": {TEST_SIZE}, "batch_size": 32, "ensemble": 2,
+                                      "augment": "elastic"}})
         ens = train(req, "job-ens", settings)
         ens.model = "digits:2"
+        mnist = load_mnist(settings)
+        x, y = mnist["test_images"][:{TEST_SIZE}, :, :, None], mnist["test_labels"][:{TEST_SIZE}]
+        members = [keras.models.load_model(p) for p in ens.members]
+        probs = [m.predict(x, verbose=0) for m in members]
+        recomputed = float((np.mean(probs, axis=0).argmax(1) == y).mean())
+        member_layers = [l.__class__.__name__ for l in members[0].layers]
         checkpoints.write_json(settings.jobs_dir / "job-ens" / "result.json", ens.to_dict())
         e = render_report(settings, "job-ens", settings.home / "out-e")
         print(json.dumps({{"a": [str(p) for p in a], "b": [str(p) for p in b], "e": [str(p) for p in e],
-                          "result": res.to_dict(), "ensemble": ens.to_dict(), "render_seconds": seconds}}))
+                          "result": res.to_dict(), "ensemble": ens.to_dict(), "render_seconds": seconds,
+                          "recomputed": recomputed, "member_layers": member_layers}}))
     """, env)
     out["home"] = home
     out["env"] = env
@@ -220,6 +223,15 @@ def test_the_report_task_resolves_models_and_job_ids_and_returns_the_files(job, 
 
 def test_tensorflow_stayed_out_of_the_pytest_process():
     assert not [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
+
+
+def test_an_augmented_ensemble_averages_its_members(job):
+    ens = job["ensemble"]
+    assert len(ens["members"]) == 2 and len(ens["member_accuracies"]) == 2
+    assert job["recomputed"] == pytest.approx(ens["test_accuracy"], abs=1e-9)
+    assert [e["member"] for e in ens["history"]] == [1, 1, 2, 2]
+    assert not any(name.startswith("Random") for name in job["member_layers"]), "augmentation stays out of the saved model"
+    assert (job["home"] / "jobs" / "job-ens" / "member-1" / "model.keras").is_file()
 
 
 def test_an_ensemble_is_reported_as_its_averaged_models(job):

@@ -5,22 +5,14 @@ TensorFlow's runtime starts, and pytest's own process may already have started i
 """
 
 import json
-import subprocess
-
-import numpy as np
-import sys
 import textwrap
 
+import numpy as np
 import pytest
 
+from tests.helpers import run_py
+
 pytestmark = pytest.mark.slow
-
-
-def run_py(code: str, env: dict, timeout: float = 300) -> dict:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture
@@ -45,6 +37,14 @@ def test_two_replica_training_writes_model_history_and_tensorboard(env, home):
         d = res.to_dict()
         d["phases"] = sorted({m.get("phase") for m in reports})
         d["last"] = [m for m in reports if m.get("phase") == "train"][-1]
+
+        # The saved model takes raw pixels and reproduces the reported accuracy.
+        import keras
+        from digitq.worker.data import load_mnist
+        m = load_mnist(load_settings())
+        model = keras.models.load_model(res.model_path)
+        p = model.predict(m["test_images"][:500, :, :, None], verbose=0)
+        d["reloaded_accuracy"] = float((p.argmax(1) == m["test_labels"][:500]).mean())
         print(json.dumps(d))
     """, env)
     assert out["replicas"] == 2 and out["devices"] == ["CPU x2"]
@@ -62,17 +62,7 @@ def test_two_replica_training_writes_model_history_and_tensorboard(env, home):
     assert list((job / "tensorboard" / "train").glob("events.out.tfevents.*"))
     assert not (job / "backup").exists(), "BackupAndRestore deletes its backup after success"
 
-    # The saved model takes raw pixels and reproduces the reported accuracy.
-    check = run_py(f"""
-        import json, keras, numpy as np
-        from digitq.common.settings import load_settings
-        from digitq.worker.data import load_mnist
-        m = load_mnist(load_settings())
-        model = keras.models.load_model({str(job / "model.keras")!r})
-        p = model.predict(m["test_images"][:500, :, :, None], verbose=0)
-        print(json.dumps({{"acc": float((p.argmax(1) == m["test_labels"][:500]).mean())}}))
-    """, env)
-    assert check["acc"] == pytest.approx(out["test_accuracy"], abs=1e-6)
+    assert out["reloaded_accuracy"] == pytest.approx(out["test_accuracy"], abs=1e-6)
 
 
 def test_an_interrupted_job_resumes_from_its_backup(env, home):
@@ -103,11 +93,18 @@ def test_an_interrupted_job_resumes_from_its_backup(env, home):
     assert h[1].get("resumed") is True and "resumed" not in h[2]
 
 
-def test_every_architecture_builds_and_takes_raw_pixels(env):
-    out = run_py("""
-        import json, numpy as np
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, data_dir):
+    """One process builds every architecture, then trains the default one under mixed precision
+    (the global policy is set last, so it cannot change the architectures' checks)."""
+    import os
+
+    env = dict(os.environ, DIGITQ_HOME=str(tmp_path_factory.mktemp("built")), DIGITQ_DATA_DIR=str(data_dir),
+               DIGITQ_CPU_REPLICAS="2", TF_CPP_MIN_LOG_LEVEL="2")
+    return run_py("""
+        import json, keras, numpy as np
         from digitq.common.schemas import TrainRequest
-        from digitq.worker.model import build_model, resolve_hparams
+        from digitq.worker.model import build_model, compile_model, resolve_hparams
         res = {}
         for arch in ("cnn", "seed-cnn", "mlp"):
             m = build_model(resolve_hparams(TrainRequest(arch=arch)))
@@ -117,8 +114,22 @@ def test_every_architecture_builds_and_takes_raw_pixels(env):
         seed = build_model(resolve_hparams(TrainRequest(arch="seed-cnn")))
         res["seed"] = [(l.name, getattr(l, "filters", None), getattr(l, "kernel_size", None), getattr(l, "units", None),
                         getattr(l, "rate", None)) for l in seed.layers]
+
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        hp = resolve_hparams(TrainRequest())
+        m = build_model(hp)
+        compile_model(m, hp, 10)
+        x = np.random.default_rng(0).integers(0, 255, (64, 28, 28, 1)).astype("uint8")
+        y = keras.utils.to_categorical(np.arange(64) % 10, 10)
+        h = m.fit(x, y, epochs=2, batch_size=32, verbose=0)
+        res["mixed"] = {"out": str(m.output.dtype), "conv": str(m.get_layer("s1a_conv").compute_dtype),
+                        "opt": m.optimizer.__class__.__name__, "loss": h.history["loss"]}
         print(json.dumps(res))
     """, env)
+
+
+def test_every_architecture_builds_and_takes_raw_pixels(built):
+    out = built
     for arch in ("cnn", "seed-cnn", "mlp"):
         assert out[arch]["shape"] == [2, 10] and out[arch]["sum"] == pytest.approx(2.0, abs=1e-4)
     seed = {name: rest for name, *rest in out["seed"]}
@@ -128,44 +139,7 @@ def test_every_architecture_builds_and_takes_raw_pixels(env):
     assert out["seed-cnn"]["params"] == 832 + 51264 + 3212288 + 10250
 
 
-def test_augmented_ensemble_averages_its_members_and_registers_as_one_model(env, home):
-    out = run_py("""
-        import json, keras, numpy as np
-        from digitq.common.schemas import TrainRequest
-        from digitq.common.settings import load_settings
-        from digitq.worker.data import load_mnist
-        from digitq.worker.train import train
-        r = TrainRequest.from_dict({"epochs": 1, "train_size": 2000, "validation_size": 200, "test_size": 400,
-                                    "batch_size": 32, "augment": "elastic", "ensemble": 2})
-        res = train(r, "job-e", load_settings()).to_dict()
-        m = load_mnist(load_settings())
-        x, y = m["test_images"][:400, :, :, None], m["test_labels"][:400]
-        probs = [keras.models.load_model(p).predict(x, verbose=0) for p in res["members"]]
-        res["recomputed"] = float((np.mean(probs, axis=0).argmax(1) == y).mean())
-        res["layers"] = [l.__class__.__name__ for l in keras.models.load_model(res["members"][0]).layers]
-        print(json.dumps(res))
-    """, env)
-    assert len(out["members"]) == 2 and len(out["member_accuracies"]) == 2
-    assert out["recomputed"] == pytest.approx(out["test_accuracy"], abs=1e-9)
-    assert [e["member"] for e in out["history"]] == [1, 2]
-    assert not any(name.startswith("Random") for name in out["layers"]), "augmentation stays out of the saved model"
-    assert (home / "jobs" / "job-e" / "member-1" / "model.keras").is_file()
-
-
-def test_mixed_precision_trains_on_cpu_with_float32_outputs(env):
-    out = run_py("""
-        import json, keras, numpy as np
-        from digitq.common.schemas import TrainRequest
-        from digitq.worker.model import build_model, compile_model, resolve_hparams
-        keras.mixed_precision.set_global_policy("mixed_float16")
-        hp = resolve_hparams(TrainRequest())
-        m = build_model(hp)
-        compile_model(m, hp, 10)
-        x = np.random.default_rng(0).integers(0, 255, (64, 28, 28, 1)).astype("uint8")
-        y = keras.utils.to_categorical(np.arange(64) % 10, 10)
-        h = m.fit(x, y, epochs=2, batch_size=32, verbose=0)
-        print(json.dumps({"out": str(m.output.dtype), "conv": str(m.get_layer("s1a_conv").compute_dtype),
-                          "opt": m.optimizer.__class__.__name__, "loss": h.history["loss"]}))
-    """, env)
+def test_mixed_precision_trains_on_cpu_with_float32_outputs(built):
+    out = built["mixed"]
     assert out["out"] == "float32" and out["conv"] == "float16"
     assert out["opt"] == "LossScaleOptimizer" and all(np.isfinite(out["loss"]))
