@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 import zlib
 from pathlib import Path
@@ -579,21 +578,6 @@ def test_registry_versions_promote_and_delete(model, folders, client_env, tmp_pa
     assert_one_line_error(run_cli(["models", "show", "nope"], client_env), "no model named 'nope'")
 
 
-def _wait_ready_since(worker, offset: int, timeout: float = 180) -> None:
-    """WorkerProcess.wait_ready() looks at the whole log, which already says ' ready.' from the
-    first start; look only at what the restarted worker wrote."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.proc.poll() is not None:
-            raise RuntimeError(f"worker exited with {worker.proc.returncode}:\n{worker.log()[-3000:]}")
-        with open(worker.log_path, "rb") as f:
-            f.seek(offset)
-            if b" ready." in f.read():
-                return
-        time.sleep(0.3)
-    raise RuntimeError(f"worker not ready after {timeout} s:\n{worker.log()[-3000:]}")
-
-
 def test_registry_survives_a_worker_restart(shared_worker, model, folders, client_env, tmp_path):
     """Last in this file: the worker is the session's, so it is made ready again before returning."""
     name = model.name
@@ -601,14 +585,13 @@ def test_registry_survives_a_worker_restart(shared_worker, model, folders, clien
     assert before
     rows_before = rows_by_predict(folders.few, name, client_env, tmp_path / "before.csv")
 
-    offset = shared_worker.log_path.stat().st_size
     shared_worker.stop()
     try:
         while_down = [r for r in cli_json(["models", "list", "--json"], client_env) if r["name"] == name]
         assert while_down == before  # the registry lives in Redis, not in the worker
     finally:
         shared_worker.start()
-        _wait_ready_since(shared_worker, offset)
+        shared_worker.wait_ready(180)  # looks only at the lines this start wrote
 
     after = [r for r in cli_json(["models", "list", "--json"], client_env) if r["name"] == name]
     assert after == before
