@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import re
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -221,8 +222,13 @@ def test_the_report_task_resolves_models_and_job_ids_and_returns_the_files(job, 
     assert all("\n" not in v[1] for v in out["errors"].values())
 
 
-def test_tensorflow_stayed_out_of_the_pytest_process():
-    assert not [m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras")]
+def test_reading_reports_needs_no_tensorflow():
+    """What this module imports to check reports (the client's writer, the worker's report
+    constants) loads no TensorFlow: only the subprocesses above train and draw."""
+    code = ("import sys, digitq.client.report, digitq.worker.report\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
 
 
 def test_an_augmented_ensemble_averages_its_members(job):
