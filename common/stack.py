@@ -103,8 +103,13 @@ class LocalStack:
     @contextmanager
     def _lock(self):
         """One `up`/`down` at a time, even across processes."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "lock", "w") as f:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            f = open(self.dir / "lock", "w")
+        except OSError as exc:
+            raise LocalStackError(f"the embedded stack cannot use {self.dir} ({exc.strerror}): set DIGITQ_HOME "
+                                  "to a folder you can write, or DIGITQ_BROKER_URL to a running broker") from None
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield

@@ -60,23 +60,33 @@ def predict(
     gc.freeze()
     console = err if (as_json or output == "-") else out
     started = time.monotonic()
-    with Progress(TextColumn("[bold]classifying"), BarColumn(bar_width=30), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("predict", total=None, rate="")
+    # The bar appears once the model is found and the folder listed (on_total), so an error
+    # before that (an unknown model, a missing folder) is the only line printed.
+    bar = Progress(TextColumn("classifying"), BarColumn(bar_width=30), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console)
+    task = bar.add_task("predict", total=None, rate="")
 
-        def on_row(done: int) -> None:
-            if done % PROGRESS_EVERY == 0:
-                rate = done / max(time.monotonic() - started, 1e-6)
-                bar.update(task, completed=done, rate=f"{rate:,.0f} img/s")
+    def on_total(n: int) -> None:
+        bar.update(task, total=n)
+        bar.start()
 
+    def on_row(done: int) -> None:
+        if done % PROGRESS_EVERY == 0:
+            rate = done / max(time.monotonic() - started, 1e-6)
+            bar.update(task, completed=done, rate=f"{rate:,.0f} img/s")
+
+    try:
         summary = client.predict(folder, model, output, fmt, recursive=recursive, remote=remote, chunk_size=chunk_size,
                                  processes=processes, gallery=gallery, prefetch=prefetch,
-                                 on_total=lambda n: bar.update(task, total=n), on_row=on_row)
+                                 on_total=on_total, on_row=on_row)
         bar.update(task, completed=summary.classified + summary.failed)
+    finally:
+        bar.stop()
     if as_json:
         print_json(summary.to_dict())
     else:
-        line(f"{summary.classified} classified, {summary.failed} failed -> {output} "
+        used = f" with {summary.model}" if summary.model else ""
+        line(f"{summary.classified} classified, {summary.failed} failed{used} -> {output} "
              f"({summary.images_per_second:,.0f} images/s)", err)
         if summary.gallery:
             from digitq.client.gallery import DEFAULT_LIMIT

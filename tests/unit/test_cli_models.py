@@ -38,7 +38,7 @@ def test_refusals_from_the_registry_are_one_line(cli):
     assert r.exit_code == 2 and r.stderr == "error: promote needs NAME:VERSION, got 'digits'\n"
     cli.client.fail["delete_model"] = NoSuchModel("model 'digits' has no version 9 (see `digitq models list`)")
     r = cli("models", "delete", "digits:9")
-    assert r.exit_code == 1 and "has no version 9" in r.stderr
+    assert r.exit_code == 2 and "has no version 9" in r.stderr
 
 
 def test_combine_with_and_without_evaluation(cli):
