@@ -100,6 +100,8 @@ class Client:
                  start_local: bool = True, notify: Callable[[str], None] | None = None):
         self.settings = settings or load_settings()
         self._broker_url = broker_url
+        self._broker_url_given = broker_url is not None
+        self._settings_matched = False
         self._check_on_connect = broker_url is None  # a URL found here is pinged once, for a clear error
         self.start_local = start_local
         self.notify = notify
@@ -195,8 +197,25 @@ class Client:
         except redis.exceptions.RedisError:
             pass  # only `digitq jobs` would miss it
 
+    def match_local_worker(self) -> None:
+        """With the embedded stack, before the first task is queued: a worker started by an
+        earlier command with another DIGITQ_DATA_DIR (or CPU replicas, GPUs, mirrors) is
+        restarted with this client's settings when idle, or the send is refused with the way
+        out (digitq.common.stack.match_settings)."""
+        if self._settings_matched or self.settings.broker_url is not None or self._broker_url_given:
+            return
+        self._settings_matched = True
+        if not self.start_local:
+            return
+        from digitq.common.stack import match_settings
+
+        note = match_settings(self.settings)
+        if note and self.notify:
+            self.notify(note)
+
     def send(self, task: str, payload: dict, queue: str, task_id: str | None = None) -> str:
         """Queue the task named `task` with its one JSON argument; returns the task id."""
+        self.match_local_worker()
         task_id = task_id or uuid.uuid4().hex
         self.app.send_task(task, args=[payload], task_id=task_id, queue=queue)
         return task_id
