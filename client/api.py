@@ -273,7 +273,6 @@ class Client:
         is on this machine. With a remote broker and a folder not mounted here, the worker checks."""
         if dataset in ("mnist", "mnist-test"):
             return
-        from digitq.common.errors import DataError
         from digitq.common.paths import resolve_within
 
         embedded = self.settings.broker_url is None
@@ -281,7 +280,7 @@ class Client:
             return
         folder = resolve_within(dataset, [self.settings.data_dir, self.settings.home], base=self.settings.data_dir)
         if not folder.is_dir():
-            raise DataError(f"dataset {dataset} is not a folder (it needs sub-folders 0..9)")
+            raise InvalidRequest(f"dataset {dataset} is not a folder (it needs sub-folders 0..9)")
 
     # --- read ------------------------------------------------------------------------------
     def _meta(self, job_id: str) -> dict | None:
@@ -475,6 +474,7 @@ class Client:
         """Accuracy, loss, per-class accuracy and confusion matrix of a registered model (through
         the predict queue)."""
         request.check()
+        self.check_dataset(request.dataset)
         self.show_model(request.model)  # unknown model: fail before queueing
         return EvaluateResult.from_dict(self.call(EVALUATE_TASK, request.to_dict(), PREDICT_QUEUE))
 

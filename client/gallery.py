@@ -179,8 +179,8 @@ class ContactSheet:
     def _legend(draw: ImageDraw.ImageDraw, top: int) -> None:
         """Two lines: what the label colours mean, and what a grey cell is."""
         x = PAD + 2
-        for text, colour in (("confidence:", (200, 200, 200)), (" >=90%", LABEL_COLOURS[0][1]),
-                             (" 50-89%", LABEL_COLOURS[1][1]), (" <50%", LABEL_COLOURS[2][1])):
+        for text, colour in (("confidence:", (200, 200, 200)), ("  >=90%", LABEL_COLOURS[0][1]),
+                             ("  50-89%", LABEL_COLOURS[1][1]), ("  <50%", LABEL_COLOURS[2][1])):
             draw.text((x, top + 3), text, fill=colour)
             x = draw.textbbox((x, top + 3), text)[2]
         draw.text((PAD + 2, top + 16), "grey: unreadable file (reason, name)", fill=(200, 200, 200))

@@ -65,7 +65,9 @@ class LocalStackError(DigitqError):
 
 
 class PathNotAllowed(DigitqError):
-    """A path from a job message resolves outside the worker's allowed roots."""
+    """A path from a job message resolves outside the worker's allowed roots, or does not exist."""
+
+    exit_code = 2
 
 
 class NoSuchModel(DigitqError):

@@ -17,9 +17,10 @@ app = typer.Typer(help="The model registry: every successful training registers 
 
 def model_table(records: list[dict]) -> Table:
     """Fits 80 columns. `NAME` alone means the version marked in "used": promoted, else best."""
-    t = Table("model", "arch", "accuracy", "used", "created", Column("job", no_wrap=True), box=None, pad_edge=False)
+    t = Table("model", "arch", "accuracy", "used", Column("created", no_wrap=True), Column("job", no_wrap=True),
+              box=None, pad_edge=False)
     for r in records:
-        when = datetime.datetime.fromtimestamp(r.get("created", 0)).strftime("%b %d %H:%M")
+        when = datetime.datetime.fromtimestamp(r.get("created", 0)).strftime("%b %d")
         used = "promoted" if r.get("promoted") else ("best" if r.get("default") else "")
         t.add_row(f"{r['name']}:{r['version']}", r.get("arch", ""), pct(r.get("test_accuracy")), used, when,
                   r.get("job_id", ""))

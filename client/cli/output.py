@@ -69,7 +69,9 @@ def pct(fraction: float | None) -> str:
 
 def train_result_table(res) -> Table:
     """A TrainResult as the two-column table `submit-train --wait`, `wait` and `status` print."""
-    t = Table(show_header=False, box=None)
+    from rich.table import Column
+
+    t = Table(Column(no_wrap=True), Column(overflow="fold"), show_header=False, box=None)
     t.add_row("job", res.job_id)
     t.add_row("model", f"{res.model} ({res.arch}, {res.replicas} replica(s) on {', '.join(res.devices)})")
     t.add_row("test accuracy", f"{pct(res.test_accuracy)}  (loss {res.test_loss:.4f})")

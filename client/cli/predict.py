@@ -12,8 +12,9 @@ import typer
 from rich.table import Table
 
 from digitq.client.cli import session
-from digitq.client.cli.output import err, friendly_errors, line, out, pct, print_json
+from digitq.client.cli.output import err, friendly_errors, line, note, out, pct, print_json
 from digitq.client.predict import DEFAULT_CHUNK, check_predict_options, prefetch_folder
+from digitq.common.registry import parse_model_ref
 from digitq.common.schemas import EvaluateRequest, ReportRequest
 
 app = typer.Typer()
@@ -43,6 +44,7 @@ def predict(
     Exit code 1 only when nothing could be classified.
     """
     check_predict_options(output, fmt, gallery, remote, chunk_size, processes)  # before any work
+    parse_model_ref(model)
     # Local images start preprocessing now, in other processes, while this one imports Celery
     # and connects to the broker.
     prefetch = None if remote else prefetch_folder(folder, recursive=recursive, chunk_size=chunk_size,
@@ -68,7 +70,8 @@ def predict(
 
     def on_total(n: int) -> None:
         bar.update(task, total=n)
-        bar.start()
+        if not bar.live.is_started:
+            bar.start()
 
     def on_row(done: int) -> None:
         if done % PROGRESS_EVERY == 0:
@@ -81,7 +84,8 @@ def predict(
                                  on_total=on_total, on_row=on_row)
         bar.update(task, completed=summary.classified + summary.failed)
     finally:
-        bar.stop()
+        if bar.live.is_started:
+            bar.stop()
     if as_json:
         print_json(summary.to_dict())
     else:
@@ -114,11 +118,23 @@ def evaluate(
         print_json(res.to_dict())
         return
     line(f"{res.model} on {res.dataset}: accuracy {pct(res.accuracy)} over {res.images} images (loss {res.loss:.4f})")
-    t = Table("true \\ predicted", *[str(d) for d in range(10)], "accuracy")
+    out.print(confusion_table(res))
+    if res.skipped:
+        note(f"{len(res.skipped)} file(s) skipped, e.g. {res.skipped[0][0]}: {res.skipped[0][1]}")
+
+
+def confusion_table(res) -> Table:
+    """Rows: the true digit; columns: the predicted one; then each digit's accuracy. Fits 80
+    columns with counts up to 99,999."""
+    from rich.table import Column
+
+    t = Table(Column("true", justify="right"), *[Column(str(d), justify="right") for d in range(10)],
+              Column("accuracy", justify="right"), box=None, pad_edge=False,
+              title="rows: true digit, columns: predicted digit", title_justify="left")
     for d, row in enumerate(res.confusion):
         acc = res.per_class_accuracy[d]
         t.add_row(str(d), *[str(v) for v in row], pct(acc) if acc is not None else "-")
-    out.print(t)
+    return t
 
 
 @app.command()
