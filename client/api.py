@@ -503,7 +503,8 @@ class Client:
         return registry.list_models(self.redis)
 
     def show_model(self, ref: str) -> dict:
-        """The record of NAME[:VERSION]: the given version, else the promoted one, else the newest."""
+        """The record of NAME[:VERSION]: the given version, else the promoted one, else the
+        best-scoring (digitq.common.registry.default_version)."""
         return registry.resolve_model(self.redis, ref)
 
     def promote_model(self, ref: str) -> dict:
