@@ -56,10 +56,11 @@ def logs(
         sys.stdout.flush()
         printed += 1
     st = client.status(job_id)
-    if st.state in ("FAILURE", "REVOKED"):
-        what = "failed" if st.state == "FAILURE" else "was cancelled"
+    if st.state == "FAILURE":
         before = "" if printed else " before its worker logged anything"
-        note(f"job {job_id} {what}{before}: {st.error}")
+        note(f"job {job_id} failed{before}: {st.error}")
+    elif st.state == "REVOKED":
+        note(f"job {job_id} was cancelled")
     elif not printed:
         note(f"no log lines yet for job {job_id} ({st.state})")
 

@@ -220,4 +220,4 @@ def cancel(job_id: Annotated[str, typer.Argument(help="The job to stop.")]):
     if st.state == "REVOKED":
         line(f"cancelled {job_id}")
     else:
-        line(f"cancelling {job_id}: its worker stops it within seconds (`digitq status {job_id}` shows cancelled then)")
+        line(f"cancelling {job_id}: its worker stops it within seconds")
