@@ -91,9 +91,10 @@ def predict(
     if as_json:
         print_json(summary.to_dict())
     else:
-        used = f" with {summary.model}" if summary.model else ""
-        line(f"{summary.classified} classified, {summary.failed} failed{used} -> {output} "
+        line(f"{summary.classified} classified, {summary.failed} failed -> {output} "
              f"({summary.images_per_second:,.0f} images/s)", err)
+        if summary.model:
+            line(f"model used: {summary.model}", err)
         if summary.gallery:
             from digitq.client.gallery import DEFAULT_LIMIT
 

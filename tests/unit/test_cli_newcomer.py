@@ -281,7 +281,7 @@ def test_predict_summary_and_json_name_the_model_version(cli, tmp_path):
     cli.client.summary = PredictSummary(job_id=JOB, classified=2, failed=1, output="p.csv", seconds=0.5,
                                         images_per_second=6.0, model="digits:1")
     r = cli("predict", str(tmp_path), "-o", "p.csv", "--jobs", "1")
-    assert r.exit_code == 0 and "2 classified, 1 failed with digits:1 -> p.csv" in r.stderr
+    assert r.exit_code == 0 and "2 classified, 1 failed -> p.csv (6 images/s)\nmodel used: digits:1\n" in r.stderr
     assert json.loads(cli("predict", str(tmp_path), "--json", "--jobs", "1").stdout)["model"] == "digits:1"
 
 
