@@ -491,7 +491,9 @@ class Client:
             try:
                 _refuse_combined(self.show_model(request.target), "report")
             except NoSuchModel:
-                pass  # a job id: the worker looks it up
+                if self._meta(request.target) is None:
+                    raise NoSuchJob(f"no model or job named {request.target!r} (see `digitq models list` and "
+                                    "`digitq jobs`)") from None
         res = ReportResult.from_dict(self.call(REPORT_TASK, request.to_dict(), PREDICT_QUEUE, timeout=timeout))
         folder = Path(output or f"report-{res.job_id}").expanduser()
         paths = write_report_files(res.to_dict(), folder)

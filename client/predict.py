@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from digitq.common.errors import DataError, DigitqError, ImageError, InvalidRequest
+from digitq.common.errors import DigitqError, ImageError, InvalidRequest
 from digitq.common.folders import iter_image_files
 from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, pixels_key
 from digitq.common.schemas import ListRequest, ListResult, PredictResult
@@ -164,7 +164,7 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
         else:
             base, files = _list_local(folder, recursive)
         if not files:
-            raise DataError(_empty_folder_message(folder, base, recursive, remote))
+            raise InvalidRequest(_empty_folder_message(folder, base, recursive, remote))
         if on_total:
             on_total(len(files))
         client.record_job(batch_id, "predict", record["name"], {"folder": str(folder), "model": ref, "files": len(files)})
@@ -238,12 +238,12 @@ def _process_count(processes: int) -> int:
 
 
 def _list_local(folder: str, recursive: bool) -> tuple[str, list[Path]]:
-    """The folder (with ~ expanded) and its candidate files; DataError if it is not a folder."""
+    """The folder (with ~ expanded) and its candidate files; InvalidRequest if it is not a folder."""
     root = Path(folder).expanduser()
     if not root.exists():
-        raise DataError(f"folder {folder} does not exist")
+        raise InvalidRequest(f"folder {folder} does not exist")
     if not root.is_dir():
-        raise DataError(f"{folder} is not a folder")
+        raise InvalidRequest(f"{folder} is not a folder")
     return str(root), list(iter_image_files(root, recursive=recursive))
 
 
