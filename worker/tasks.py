@@ -34,6 +34,12 @@ class JobError(DigitqError):
     """An unexpected failure inside a job, reduced to one line for the client."""
 
 
+EXPECTED = (DigitqError,)
+"""Failures a person should read, not bugs: Celery stores them as the job's FAILURE but logs them
+in worker.log as one line without a traceback (`throws=`). An unexpected error's traceback is
+still logged by `_run` before it becomes a one-line JobError."""
+
+
 def message_payload(args: tuple, kwargs: dict, limit: int) -> dict:
     """The one JSON object a job message must carry, within the size limit (bytes)."""
     if kwargs or len(args) != 1:
@@ -79,7 +85,7 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
     limit = settings.max_message_bytes
     summaries = TaskResultSummaries().install()
 
-    @app.task(bind=True, name=TRAIN_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=TRAIN_TASK, shared=False, lazy=False, throws=EXPECTED)
     def train_task(self, *args, **kwargs):
         """Train a model (see digitq.worker.train_job and digitq.worker.train)."""
 
@@ -94,7 +100,7 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
                                                                   owner=ctx.worker_id, delivery_tag=tag),
                     args, kwargs, limit)
 
-    @app.task(bind=True, name=PREDICT_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=PREDICT_TASK, shared=False, lazy=False, throws=EXPECTED)
     def predict_task(self, *args, **kwargs):
         """Classify one chunk of images (see digitq.worker.predict)."""
         from digitq.worker.predict import run_predict_chunk
@@ -103,7 +109,7 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
         summaries.summaries[self.request.id] = chunk_summary(result)
         return result
 
-    @app.task(bind=True, name=LIST_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=LIST_TASK, shared=False, lazy=False, throws=EXPECTED)
     def list_images_task(self, *args, **kwargs):
         """List a folder on the shared volume for `digitq predict --remote`."""
         from digitq.worker.predict import run_list_images
@@ -112,14 +118,14 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
         summaries.summaries[self.request.id] = f"{len(result.get('files') or [])} file(s) in {result.get('folder')}"
         return result
 
-    @app.task(bind=True, name=EVALUATE_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=EVALUATE_TASK, shared=False, lazy=False, throws=EXPECTED)
     def evaluate_task(self, *args, **kwargs):
         """Score a registered model on MNIST's test set or a labelled folder."""
         from digitq.worker.predict import run_evaluate
 
         return _run(self, lambda request: run_evaluate(request, settings, r), args, kwargs, limit)
 
-    @app.task(bind=True, name=REPORT_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=REPORT_TASK, shared=False, lazy=False, throws=EXPECTED)
     def report_task(self, *args, **kwargs):
         """Draw a training job's report (PNG plots, summary.md) into its folder and return the files."""
         from digitq.worker.report import run_report
