@@ -25,7 +25,8 @@ INTERRUPTED_EXIT = 130
 
 def friendly_errors(fn):
     """Turn expected failures into one line on stderr and a non-zero exit, never a traceback:
-    a DigitqError exits with its own code, an unreachable broker with 1, Ctrl-C with 130."""
+    a DigitqError exits with its own code (README "Exit codes"), an unreachable broker with 1,
+    a file or folder the system refuses (an OSError nothing else caught) with 1, Ctrl-C with 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -43,6 +44,12 @@ def friendly_errors(fn):
         except KeyboardInterrupt:
             note("interrupted", console=err)
             raise typer.Exit(code=INTERRUPTED_EXIT)
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): nothing to tell it
+        except OSError as exc:  # the backstop: a path the system refuses, said in one line
+            where = f": {exc.filename}" if exc.filename else ""
+            note(f"error: {exc.strerror or exc}{where}", console=err)
+            raise typer.Exit(code=1)
 
     return wrapper
 

@@ -370,3 +370,9 @@ def test_a_predict_chunk_is_one_short_line_in_worker_log():
 
     result = {"model": "digits:1", "probs": [[0.1] * 10] * 500, "errors": [None] * 499 + ["unreadable"]}
     assert chunk_summary(result) == "500 image(s), 1 error(s), model digits:1"
+
+
+def test_any_path_the_system_refuses_is_one_line_not_a_traceback(cli, tmp_path):
+    """The backstop behind the specific checks: an OSError nothing else caught."""
+    cli.client.fail["list_models"] = PermissionError(13, "Permission denied", "/srv/digitq/x")
+    one_line(cli("models", "list"), 1, "error: Permission denied: /srv/digitq/x")
