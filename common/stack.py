@@ -301,6 +301,16 @@ def _origin() -> str:
     return f"{sys.prefix} {root} {newest}"
 
 
+def _why_stale(origin: str) -> str:
+    """Why a worker's recorded origin (see `_origin`) is not this installation, in words."""
+    parts = origin.split(" ")
+    if len(parts) != 3 or not parts[0].startswith(os.sep):  # no origin recorded: an older digitq
+        return f"it ran {origin}"
+    if parts[:2] == _origin().split(" ")[:2]:
+        return "digitq's code changed since it started (a reinstall or an edit)"
+    return f"it ran the digitq in {parts[1]} (Python {parts[0]})"
+
+
 def _terminate(pid: int, marker: str) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
@@ -336,7 +346,7 @@ def ensure_running(settings: Settings) -> tuple[str, str | None]:
     stale = stack.stale_worker()
     note = None
     if stale:
-        note = f"restarted the embedded worker under {settings.local_dir} (it ran {stale})"
+        note = f"restarted the embedded worker under {settings.local_dir}: {_why_stale(stale)}"
     elif not (stack.redis_running() and stack.worker_running()):
         note = f"started the embedded stack (redis-server and a worker) under {settings.local_dir}"
     if note:

@@ -376,3 +376,12 @@ def test_any_path_the_system_refuses_is_one_line_not_a_traceback(cli, tmp_path):
     """The backstop behind the specific checks: an OSError nothing else caught."""
     cli.client.fail["list_models"] = PermissionError(13, "Permission denied", "/srv/digitq/x")
     one_line(cli("models", "list"), 1, "error: Permission denied: /srv/digitq/x")
+
+
+def test_the_restart_note_says_why_in_words():
+    from digitq.common.stack import _origin, _why_stale
+
+    prefix, root, _ = _origin().split(" ")
+    assert _why_stale(f"{prefix} {root} 1") == "digitq's code changed since it started (a reinstall or an edit)"
+    assert _why_stale("/other/venv /other/digitq 5") == "it ran the digitq in /other/digitq (Python /other/venv)"
+    assert _why_stale("an older digitq") == "it ran an older digitq"
