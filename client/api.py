@@ -28,7 +28,8 @@ import redis
 from digitq.common import registry
 from digitq.common.celery_keys import task_meta_key
 from digitq.common.errors import (
-    BrokerUnavailable, DigitqError, JobCancelled, JobFailed, NoSuchJob, WorkerNotInstalled,
+    BrokerUnavailable, DigitqError, InvalidRequest, JobCancelled, JobFailed, NoSuchJob, NoSuchModel,
+    WorkerNotInstalled,
 )
 from digitq.common.names import (
     EVALUATE_TASK, FINISHED_STATES, JOBS_INDEX_KEY, PREDICT_QUEUE, REPORT_TASK, TRAIN_QUEUE, TRAIN_TASK,
@@ -46,6 +47,9 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 3.0
 """Seconds to wait for the broker before calling it unreachable."""
+
+MAX_JOBS_LISTED = 10_000
+"""Most jobs `digitq jobs --limit` lists."""
 
 LOG_POLL = 0.5
 """Seconds between two looks for new log lines while following a job."""
@@ -96,6 +100,8 @@ class Client:
                  start_local: bool = True, notify: Callable[[str], None] | None = None):
         self.settings = settings or load_settings()
         self._broker_url = broker_url
+        self._broker_url_given = broker_url is not None
+        self._settings_matched = False
         self._check_on_connect = broker_url is None  # a URL found here is pinged once, for a clear error
         self.start_local = start_local
         self.notify = notify
@@ -155,7 +161,15 @@ class Client:
         try:
             self.redis.ping()
         except redis.exceptions.AuthenticationError as exc:
+            if "@" not in self.broker_url or _no_password(self.broker_url):
+                raise BrokerUnavailable(f"the broker at {redact(self.broker_url)} needs a password: put it in the URL, "
+                                        "redis://:PASSWORD@host:port/db") from None
             raise BrokerUnavailable(f"the broker at {redact(self.broker_url)} refused the password: {exc}") from None
+        except redis.exceptions.ResponseError as exc:
+            if "auth" in str(exc).lower() or "HELLO" in str(exc):  # an old server's answer to a missing password
+                raise BrokerUnavailable(f"the broker at {redact(self.broker_url)} needs a password: put it in the URL, "
+                                        "redis://:PASSWORD@host:port/db") from None
+            raise BrokerUnavailable(f"cannot use the broker at {redact(self.broker_url)}: {exc}") from None
         except redis.exceptions.RedisError as exc:
             raise BrokerUnavailable(f"cannot reach the broker at {redact(self.broker_url)}: {exc}") from None
 
@@ -183,8 +197,25 @@ class Client:
         except redis.exceptions.RedisError:
             pass  # only `digitq jobs` would miss it
 
+    def match_local_worker(self) -> None:
+        """With the embedded stack, before the first task is queued: a worker started by an
+        earlier command with another DIGITQ_DATA_DIR (or CPU replicas, GPUs, mirrors) is
+        restarted with this client's settings when idle, or the send is refused with the way
+        out (digitq.common.stack.match_settings)."""
+        if self._settings_matched or self.settings.broker_url is not None or self._broker_url_given:
+            return
+        self._settings_matched = True
+        if not self.start_local:
+            return
+        from digitq.common.stack import match_settings
+
+        note = match_settings(self.settings)
+        if note and self.notify:
+            self.notify(note)
+
     def send(self, task: str, payload: dict, queue: str, task_id: str | None = None) -> str:
         """Queue the task named `task` with its one JSON argument; returns the task id."""
+        self.match_local_worker()
         task_id = task_id or uuid.uuid4().hex
         self.app.send_task(task, args=[payload], task_id=task_id, queue=queue)
         return task_id
@@ -233,7 +264,23 @@ class Client:
     def submit_train(self, request: TrainRequest) -> str:
         """Queue a training job; returns its job id."""
         request.check()
+        self.check_dataset(request.dataset)
         return self._submit(TRAIN_TASK, TRAIN_QUEUE, request.to_dict(), "train", request.name)
+
+    def check_dataset(self, dataset: str) -> None:
+        """Refuse a dataset folder before it is queued, where this client can see what the worker
+        will: with the embedded stack (its worker has this client's settings), or when the folder
+        is on this machine. With a remote broker and a folder not mounted here, the worker checks."""
+        if dataset in ("mnist", "mnist-test"):
+            return
+        from digitq.common.paths import resolve_within
+
+        embedded = self.settings.broker_url is None
+        if not embedded and not Path(dataset).exists():
+            return
+        folder = resolve_within(dataset, [self.settings.data_dir, self.settings.home], base=self.settings.data_dir)
+        if not folder.is_dir():
+            raise InvalidRequest(f"dataset {dataset} is not a folder (it needs sub-folders 0..9)")
 
     # --- read ------------------------------------------------------------------------------
     def _meta(self, job_id: str) -> dict | None:
@@ -287,15 +334,29 @@ class Client:
                 raise DigitqError(f"job {job_id} still {st.state} after {timeout:.0f} s; `digitq wait {job_id}` waits again")
             time.sleep(poll if last_error is None else 1.0)
 
-    def jobs(self, limit: int = 20) -> list[JobStatus]:
-        """The most recently submitted jobs, newest first."""
-        ids = [i.decode() for i in self.redis.zrevrange(JOBS_INDEX_KEY, 0, limit - 1)]
-        out = []
-        for job_id in ids:
-            try:
-                out.append(self.status(job_id))
-            except NoSuchJob:
-                self.redis.zrem(JOBS_INDEX_KEY, job_id)
+    def jobs(self, limit: int = 20, kind: str | None = None) -> list[JobStatus]:
+        """The `limit` most recently submitted jobs (of `kind` only: train or predict), newest first."""
+        if not 1 <= limit <= MAX_JOBS_LISTED:
+            raise InvalidRequest(f"--limit must be between 1 and {MAX_JOBS_LISTED}, got {limit}")
+        if kind not in (None, "train", "predict"):
+            raise InvalidRequest(f"--kind must be train or predict, got {kind!r}")
+        out: list[JobStatus] = []
+        start, page = 0, limit if kind is None else max(limit, 100)
+        while len(out) < limit:
+            ids = [i.decode() for i in self.redis.zrevrange(JOBS_INDEX_KEY, start, start + page - 1)]
+            if not ids:
+                break
+            start += page
+            for job_id in ids:
+                try:
+                    st = self.status(job_id)
+                except NoSuchJob:
+                    self.redis.zrem(JOBS_INDEX_KEY, job_id)
+                    continue
+                if kind is None or st.kind == kind:
+                    out.append(st)
+                    if len(out) == limit:
+                        break
         return out
 
     def workers(self) -> list[dict]:
@@ -313,7 +374,9 @@ class Client:
         return [line.decode(errors="replace") for line in self.redis.lrange(log_key(job_id), start, -1)]
 
     def cancel(self, job_id: str) -> JobStatus:
-        """Stop a queued or running job for good: the flag in Redis outlives worker restarts."""
+        """Stop a queued or running job for good: the flag in Redis outlives worker restarts.
+        Returns the state after the request: REVOKED, or the state of a running job that its
+        worker stops within seconds, or the final state of a job that had already ended."""
         st = self.status(job_id)
         if st.state in FINISHED_STATES:
             return st
@@ -374,11 +437,12 @@ class Client:
 
             sheet = ContactSheet()
         ok = False
+        used: dict = {}
         started = time.monotonic()
         try:
             rows = self.predict_rows(folder, model, recursive=recursive, chunk_size=chunk_size, remote=remote,
                                      on_total=on_total, batch_id=batch_id, processes=processes,
-                                     keep_pixels=sheet is not None, prefetch=prefetch)
+                                     keep_pixels=sheet is not None, prefetch=prefetch, on_model=used.update)
             for row in rows:
                 writer.write(row)
                 if sheet is not None:
@@ -387,17 +451,22 @@ class Client:
                               d["confidence"] if row.probs is not None else None, row.error)
                 if on_row is not None:
                     on_row(writer.classified + writer.failed)
+            seconds = time.monotonic() - started
+            summary = PredictSummary(job_id=batch_id, classified=writer.classified, failed=writer.failed, output=output,
+                                     seconds=round(seconds, 3),
+                                     images_per_second=round((writer.classified + writer.failed) / seconds, 1),
+                                     model=used.get("model"))
+            if sheet is not None and len(sheet):
+                try:
+                    summary.gallery = str(sheet.save(Path(gallery).expanduser()))
+                except OSError as exc:
+                    raise DigitqError(f"cannot write the gallery {gallery}: {exc.strerror}") from None
+            writer.close(keep=True)
             ok = True
         finally:
-            writer.close(keep=ok)
             if not ok:
+                writer.close(keep=False)
                 self.finish_job(batch_id, JobState.FAILURE.value, "interrupted or failed before all rows were written")
-        seconds = time.monotonic() - started
-        summary = PredictSummary(job_id=batch_id, classified=writer.classified, failed=writer.failed, output=output,
-                                 seconds=round(seconds, 3),
-                                 images_per_second=round((writer.classified + writer.failed) / seconds, 1))
-        if sheet is not None and len(sheet):
-            summary.gallery = str(sheet.save(Path(gallery).expanduser()))
         self.finish_job(batch_id, JobState.SUCCESS.value, summary.to_dict())
         return summary
 
@@ -405,6 +474,7 @@ class Client:
         """Accuracy, loss, per-class accuracy and confusion matrix of a registered model (through
         the predict queue)."""
         request.check()
+        self.check_dataset(request.dataset)
         self.show_model(request.model)  # unknown model: fail before queueing
         return EvaluateResult.from_dict(self.call(EVALUATE_TASK, request.to_dict(), PREDICT_QUEUE))
 
@@ -416,7 +486,14 @@ class Client:
         request.check()
         check_report_output(output)
         if ":" in request.target:
-            self.show_model(request.target)  # unknown model: fail before queueing
+            _refuse_combined(self.show_model(request.target), "report")  # unknown model: fail before queueing
+        elif not self.redis.exists(job_key(request.target)):
+            try:
+                _refuse_combined(self.show_model(request.target), "report")
+            except NoSuchModel:
+                if self._meta(request.target) is None:
+                    raise NoSuchJob(f"no model or job named {request.target!r} (see `digitq models list` and "
+                                    "`digitq jobs`)") from None
         res = ReportResult.from_dict(self.call(REPORT_TASK, request.to_dict(), PREDICT_QUEUE, timeout=timeout))
         folder = Path(output or f"report-{res.job_id}").expanduser()
         paths = write_report_files(res.to_dict(), folder)
@@ -428,7 +505,8 @@ class Client:
         return registry.list_models(self.redis)
 
     def show_model(self, ref: str) -> dict:
-        """The record of NAME[:VERSION]: the given version, else the promoted one, else the newest."""
+        """The record of NAME[:VERSION]: the given version, else the promoted one, else the
+        best-scoring (digitq.common.registry.default_version)."""
         return registry.resolve_model(self.redis, ref)
 
     def promote_model(self, ref: str) -> dict:
@@ -479,8 +557,14 @@ class Client:
         if not target:
             return jobs_dir
         if ":" not in target and JOB_ID_RE.match(target) and (jobs_dir / target).is_dir():
-            return jobs_dir / target / "tensorboard"
-        return jobs_dir / self.show_model(target)["job_id"] / "tensorboard"
+            logdir = jobs_dir / target / "tensorboard"
+        else:
+            rec = self.show_model(target)
+            _refuse_combined(rec, "training logs")
+            logdir = jobs_dir / rec["job_id"] / "tensorboard"
+        if not logdir.parent.is_dir():
+            raise DigitqError(f"no job folder at {logdir.parent} (is the shared volume mounted here as DIGITQ_HOME?)")
+        return logdir
 
     def local_up(self) -> dict:
         """Start the embedded redis-server and worker (if not running); returns local_status()."""
@@ -499,6 +583,24 @@ class Client:
         from digitq.common.stack import LocalStack
 
         return LocalStack(self.settings).status()
+
+
+def _refuse_combined(rec: dict, what: str) -> None:
+    """A combined model (`models combine`) has no training job: say so, and name its members."""
+    if rec.get("kind") == "ensemble" and str(rec.get("job_id", "")).startswith("combine-"):
+        members = ", ".join(rec.get("combined_from") or [])
+        raise InvalidRequest(f"{rec['name']}:{rec['version']} is a combined model (of {members}): it has no {what} "
+                             f"of its own; ask for one of its members")
+
+
+def _no_password(url: str) -> bool:
+    """True when a Redis URL carries no password (`redis://host`, `redis://user@host`)."""
+    from urllib.parse import urlsplit
+
+    try:
+        return not urlsplit(url).password
+    except ValueError:
+        return True
 
 
 def _error_text(value) -> str | None:

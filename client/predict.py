@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from digitq.common.errors import DataError, DigitqError, ImageError, InvalidRequest
+from digitq.common.errors import DigitqError, ImageError, InvalidRequest
 from digitq.common.folders import iter_image_files
 from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, pixels_key
 from digitq.common.schemas import ListRequest, ListResult, PredictResult
@@ -96,35 +96,51 @@ def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list,
     return names, errors, b"".join(d.tobytes() for d in digits), len(digits)
 
 
+def _check_writable_file(option: str, path: str) -> None:
+    """Refuse a file name that cannot be written: a folder, a missing or read-only parent folder."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise InvalidRequest(f"{option} {path} is a folder; give a file name")
+    parent = target.parent
+    if not parent.is_dir():
+        raise InvalidRequest(f"{option} {path}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InvalidRequest(f"{option} {path}: the folder {parent} is not writable")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise InvalidRequest(f"{option} {path}: the file exists and is not writable")
+
+
 def check_predict_options(output: str | None = None, fmt: str = "csv", gallery: str | None = None,
                           remote: bool = False, chunk_size: int = DEFAULT_CHUNK, processes: int = 0) -> None:
-    """Refuse bad `digitq predict` options, one line each, before any work or connection."""
+    """Refuse bad `digitq predict` options, one line each (InvalidRequest: exit 2), before any
+    work or connection."""
     if gallery is not None:
         if remote:
             raise InvalidRequest("--gallery draws the images as they are preprocessed here; with --remote the workers read them")
-        if Path(gallery).expanduser().is_dir() or not Path(gallery).expanduser().parent.is_dir():
-            raise InvalidRequest(f"--gallery {gallery}: give a file name in an existing folder")
+        _check_writable_file("--gallery", gallery)
     if fmt not in ("csv", "json"):
-        raise DigitqError(f"--format must be csv or json, got {fmt!r}")
-    if output is not None and output != "-" and Path(output).is_dir():
-        raise DigitqError(f"output {output} is a folder; give a file name")
+        raise InvalidRequest(f"--format must be csv or json, got {fmt!r}")
+    if output is not None and output != "-":
+        _check_writable_file("output", output)
     if not 1 <= chunk_size <= 5000:
-        raise DigitqError(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
+        raise InvalidRequest(f"--chunk-size must be between 1 and 5000, got {chunk_size}")
     if processes < 0:
-        raise DigitqError(f"--jobs must be 0 (automatic) or more, got {processes}")
+        raise InvalidRequest(f"--jobs must be 0 (automatic) or more, got {processes}")
 
 
 def predict_folder(client, folder: str, model: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
                    remote: bool = False, window: int = DEFAULT_WINDOW,
                    on_total: Callable[[int], None] | None = None, timeout: float = 3600,
                    batch_id: str | None = None, processes: int = 0, keep_pixels: bool = False,
-                   prefetch: _Pipeline | None = None) -> Iterator[Row]:
+                   prefetch: _Pipeline | None = None,
+                   on_model: Callable[[dict], None] | None = None) -> Iterator[Row]:
     """Yield a Row per file of `folder`, in sorted file order, through `client` (a Client).
     `batch_id` names the run in `digitq jobs`; its chunks are tasks `<batch_id>-000000`,
     `-000001`, ... `processes` preprocess images (0: one per CPU core, at most 4). With
     `keep_pixels` each classified Row also carries its preprocessed 28 x 28 digit (not with
     `remote`: workers read those files). `prefetch` is what `prefetch_folder` started with the
-    same arguments (else it is dropped)."""
+    same arguments (else it is dropped). `on_model` gets {"model": "NAME:VERSION"}, the version
+    that classifies the run, once it is resolved."""
     pipeline = prefetch
     try:
         check_predict_options(chunk_size=chunk_size, processes=processes)
@@ -132,6 +148,8 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
             raise DigitqError("with --remote the workers read the images, so there are no pixels here to keep")
         record = client.show_model(model)  # unknown model: fail before any work
         ref = f"{record['name']}:{record['version']}"
+        if on_model is not None:
+            on_model({"model": ref})
         batch_id = batch_id or uuid.uuid4().hex
         processes = _process_count(processes)
         if pipeline is not None and (remote or pipeline.key != (folder, recursive, chunk_size, window, processes, batch_id)):
@@ -146,7 +164,7 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
         else:
             base, files = _list_local(folder, recursive)
         if not files:
-            raise DataError(f"folder {folder} holds no files")
+            raise InvalidRequest(_empty_folder_message(folder, base, recursive, remote))
         if on_total:
             on_total(len(files))
         client.record_job(batch_id, "predict", record["name"], {"folder": str(folder), "model": ref, "files": len(files)})
@@ -168,6 +186,19 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
     finally:
         if pipeline is not None:
             pipeline.close()
+
+
+def _empty_folder_message(folder: str, base: str, recursive: bool, remote: bool) -> str:
+    """Why there is nothing to classify, with the way out when the images sit in sub-folders."""
+    if not recursive and not remote:
+        try:
+            subfolders = [e.name for e in os.scandir(base) if e.is_dir(follow_symlinks=False)]
+        except OSError:
+            subfolders = []
+        if subfolders:
+            return (f"folder {folder} holds no files, only {len(subfolders)} sub-folder(s) "
+                    f"(e.g. {sorted(subfolders)[0]}); add --recursive to classify their images")
+    return f"folder {folder} holds no files"
 
 
 def _unpack(pixels: bytes) -> np.ndarray:
@@ -207,12 +238,12 @@ def _process_count(processes: int) -> int:
 
 
 def _list_local(folder: str, recursive: bool) -> tuple[str, list[Path]]:
-    """The folder (with ~ expanded) and its candidate files; DataError if it is not a folder."""
+    """The folder (with ~ expanded) and its candidate files; InvalidRequest if it is not a folder."""
     root = Path(folder).expanduser()
     if not root.exists():
-        raise DataError(f"folder {folder} does not exist")
+        raise InvalidRequest(f"folder {folder} does not exist")
     if not root.is_dir():
-        raise DataError(f"{folder} is not a folder")
+        raise InvalidRequest(f"{folder} is not a folder")
     return str(root), list(iter_image_files(root, recursive=recursive))
 
 
@@ -328,28 +359,39 @@ class _Pipeline:
 
 
 class RowWriter:
-    """Writes rows as CSV (the columns in CSV_COLUMNS) or JSON lines, to a file or stdout."""
+    """Writes rows as CSV (the columns in CSV_COLUMNS) or JSON lines, to a file or stdout.
+
+    A file is opened at the first row, under a hidden temporary name (`.NAME.partial`), and
+    renamed at `close(keep=True)`; `close(keep=False)` removes it. A run that fails before its
+    first row (no broker, an unknown model, an empty folder) leaves nothing behind."""
 
     def __init__(self, path: str, fmt: str):
         check_predict_options(path, fmt)
         self.fmt = fmt
         self.path = path
-        self.tmp = None
-        if path == "-":
+        self.tmp = None if path == "-" else Path(path).expanduser().with_name(f".{Path(path).name}.partial")
+        self.f = None
+        self.csv = None
+        self.classified = 0
+        self.failed = 0
+
+    def _open(self) -> None:
+        if self.tmp is None:
             import sys
 
             self.f = sys.stdout
         else:
-            target = Path(path)
-            self.tmp = target.with_name(f".{target.name}.partial")
-            self.f = open(self.tmp, "w", newline="")
-        self.csv = csv.writer(self.f) if fmt == "csv" else None  # DictWriter's output, without its dict per row
+            try:
+                self.f = open(self.tmp, "w", newline="")
+            except OSError as exc:
+                raise DigitqError(f"cannot write {self.path}: {exc.strerror}") from None
+        self.csv = csv.writer(self.f) if self.fmt == "csv" else None  # DictWriter's output, without its dict per row
         if self.csv:
             self.csv.writerow(CSV_COLUMNS)
-        self.classified = 0
-        self.failed = 0
 
     def write(self, row: Row) -> None:
+        if self.f is None:
+            self._open()
         if row.probs is not None:
             self.classified += 1
         else:
@@ -361,11 +403,19 @@ class RowWriter:
             self.f.write(json.dumps({k: (v if v != "" else None) for k, v in d.items()}) + "\n")
 
     def close(self, keep: bool = True) -> None:
+        if self.f is None:
+            if not keep:
+                return
+            self._open()  # no rows: the header alone
         if self.tmp is None:
             self.f.flush()
             return
         self.f.close()
         if keep:
-            os.replace(self.tmp, self.path)  # the output appears whole, or not at all
+            try:
+                os.replace(self.tmp, Path(self.path).expanduser())  # the output appears whole, or not at all
+            except OSError as exc:
+                self.tmp.unlink(missing_ok=True)
+                raise DigitqError(f"cannot write {self.path}: {exc.strerror}") from None
         else:
             self.tmp.unlink(missing_ok=True)

@@ -37,9 +37,20 @@ class SavedReport:
 
 
 def check_report_output(output: str | None) -> None:
-    """The -o folder may exist, but only as a folder; checked before anything is queued."""
-    if output is not None and Path(output).expanduser().exists() and not Path(output).expanduser().is_dir():
-        raise DigitqError(f"output {output} exists and is not a folder")
+    """The -o folder may exist, but only as a folder, and it must be creatable and writable;
+    checked before anything is queued (InvalidRequest: exit 2)."""
+    if output is None:
+        return
+    import os
+
+    from digitq.common.errors import InvalidRequest
+
+    target = Path(output).expanduser()
+    if target.exists() and not target.is_dir():
+        raise InvalidRequest(f"output {output} exists and is not a folder")
+    existing = next(p for p in (target, *target.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise InvalidRequest(f"output {output}: {existing} is not a writable folder")
 
 
 def write_report_files(result: dict, out_dir) -> list[Path]:

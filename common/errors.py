@@ -1,6 +1,10 @@
 """Every error digitq raises on purpose, in one place.
 
 Each carries a one-line message meant for a person; the CLI prints it and exits non-zero.
+
+The exit-code rule (README "Exit codes"): 2 when the command line or the environment is wrong and
+nothing was done (a usage error: a bad option, an unknown model, a bad DIGITQ_* setting); 1 when
+it was tried and failed (a broker that cannot be reached, a job that failed); 130 after Ctrl-C.
 """
 
 
@@ -12,6 +16,12 @@ class DigitqError(Exception):
 
 class InvalidRequest(DigitqError):
     """A job's parameters are missing, of the wrong type or out of range."""
+
+    exit_code = 2
+
+
+class ConfigError(DigitqError):
+    """A DIGITQ_* setting is malformed (a broker URL that is not one, a DIGITQ_HOME that is a file)."""
 
     exit_code = 2
 
@@ -35,6 +45,8 @@ class BrokerUnavailable(DigitqError):
 class NoSuchJob(DigitqError):
     """No job with that id is known to the broker."""
 
+    exit_code = 2
+
 
 class JobFailed(DigitqError):
     """A job ended in FAILURE; the message is the worker's reason."""
@@ -44,16 +56,24 @@ class JobCancelled(DigitqError):
     """A job was cancelled by `digitq cancel`."""
 
 
+class JobAlreadyFinished(DigitqError):
+    """`digitq cancel` of a job that already succeeded or failed: nothing was cancelled."""
+
+
 class LocalStackError(DigitqError):
     """The embedded redis-server or worker could not be started or stopped."""
 
 
 class PathNotAllowed(DigitqError):
-    """A path from a job message resolves outside the worker's allowed roots."""
+    """A path from a job message resolves outside the worker's allowed roots, or does not exist."""
+
+    exit_code = 2
 
 
 class NoSuchModel(DigitqError):
     """No registered model matches NAME[:VERSION]."""
+
+    exit_code = 2
 
 
 class WorkerNotInstalled(DigitqError):

@@ -27,4 +27,6 @@ def resolve_within(path: str | Path, roots: list[Path], base: Path | None = None
         if resolved == root or root in resolved.parents:
             return resolved
     allowed = " or ".join(str(r) for r in roots)
+    if not resolved.exists():
+        raise PathNotAllowed(f"path {raw!r} does not exist (and it must lie below {allowed})")
     raise PathNotAllowed(f"path {raw!r} is outside the worker's allowed roots ({allowed})")

@@ -96,29 +96,55 @@ def record_scores(r, ref: str, accuracy: float, loss: float) -> dict:
     return rec
 
 
+def default_version(versions: dict, promoted: int | None) -> int:
+    """The version NAME alone resolves to: the promoted one, else the one with the best MNIST
+    test accuracy (the newest of equals; a version never scored counts below any score). So a
+    quick experiment (`--train-size 5000`) does not take over from a better model by being newer;
+    `digitq models promote` pins a version."""
+    if promoted is not None and str(promoted).encode() in versions:
+        return int(promoted)
+
+    def score(item) -> tuple:
+        v, raw = item
+        acc = json.loads(raw).get("test_accuracy")
+        return (acc if isinstance(acc, (int, float)) and acc == acc else -1.0, int(v))
+
+    return int(max(versions.items(), key=score)[0])
+
+
+def _promoted(r, name: str) -> int | None:
+    raw = r.get(f"{_versions_key(name)}:promoted")
+    return int(raw) if raw is not None else None
+
+
 def list_models(r) -> list[dict]:
-    """Every version of every model, newest first within a name, with `promoted` set."""
+    """Every version of every model, newest first within a name, with `promoted` set, and
+    `default` on the version NAME alone resolves to."""
     out = []
     for raw in sorted(r.smembers(MODELS_KEY)):
         name = raw.decode()
-        promoted = r.get(f"{_versions_key(name)}:promoted")
+        promoted = _promoted(r, name)
         versions = r.hgetall(_versions_key(name))
+        if not versions:
+            continue
+        default = default_version(versions, promoted)
         for v in sorted(versions, key=lambda k: -int(k)):
             rec = json.loads(versions[v])
-            rec["promoted"] = promoted is not None and int(promoted) == int(v)
+            rec["promoted"] = promoted == int(v)
+            rec["default"] = default == int(v)
             out.append(rec)
     return out
 
 
 def resolve_model(r, ref: str) -> dict:
-    """The record for 'NAME[:VERSION]': the given version, else the promoted one, else the newest."""
+    """The record for 'NAME[:VERSION]': the given version, else `default_version` (the promoted
+    one, else the best-scoring)."""
     name, version = parse_model_ref(ref)
     versions = r.hgetall(_versions_key(name))
     if not versions:
         raise NoSuchModel(f"no model named {name!r} (see `digitq models list`)")
     if version is None:
-        promoted = r.get(f"{_versions_key(name)}:promoted")
-        version = int(promoted) if promoted is not None else max(int(v) for v in versions)
+        version = default_version(versions, _promoted(r, name))
     raw = versions.get(str(version).encode())
     if raw is None:
         raise NoSuchModel(f"model {name!r} has no version {version} (see `digitq models list`)")

@@ -209,7 +209,7 @@ class TrainRequest(_Validated):
     shuffle: bool = _spec(True, bool, doc="Reshuffle the training set every epoch (seeded).")
     schedule: str | None = _spec(None, str, choices=SCHEDULES, optional=True,
                                  doc="Learning-rate schedule: onecycle or constant.")
-    label_smoothing: float | None = _spec(None, float, 0.0, 0.5, optional=True, doc="Label smoothing, 0 to 0.5.")
+    label_smoothing: float | None = _spec(None, float, 0.0, 0.5, optional=True, doc="Label smoothing, 0 to 0.5. The model then never gets fully sure: with 0.1 a clean digit's confidence tops out near 93%.")
     save_every_batches: int = _spec(0, int, 0, 10**6, flag="--save-every",
                                     doc="Back up every N batches as well as every epoch (0 = epochs only).")
     augment: str | None = _spec(None, str, choices=AUGMENTATIONS, optional=True, flag="--augment/--no-augment",
@@ -225,6 +225,21 @@ class TrainRequest(_Validated):
     def check(self) -> None:
         super().check()
         check_model_name(self.name)
+        stages = len(ARCH_DEFAULTS[self.arch]["conv_channels"])
+        if self.conv_channels is not None and len(self.conv_channels) != stages:
+            if not stages:
+                raise InvalidRequest(f"{self.arch} has no conv stages: leave out conv_channels (--conv-channels)")
+            raise InvalidRequest(f"conv_channels for {self.arch} takes {stages} numbers (one per stage), "
+                                 f"got {len(self.conv_channels)}: {','.join(map(str, self.conv_channels))}")
+
+    def effective(self) -> dict:
+        """The request with every unset hyperparameter replaced by the architecture's value: what
+        the worker trains with (`models show` prints these)."""
+        d = self.to_dict()
+        for key, value in ARCH_DEFAULTS[self.arch].items():
+            if d.get(key) is None or key not in d:
+                d[key] = list(value) if isinstance(value, tuple) else value
+        return d
 
 
 def train_field(name: str) -> dataclasses.Field:
@@ -373,11 +388,13 @@ class PredictSummary(_Result):
     seconds: float = _required(float)
     images_per_second: float = _required(float)
     gallery: str | None = _spec(None, str, optional=True)  # the contact sheet written, with --gallery
+    model: str | None = _spec(None, str, optional=True)  # the NAME:VERSION that classified the images
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["gallery"] is None:
-            del d["gallery"]
+        for key in ("gallery", "model"):
+            if d[key] is None:
+                del d[key]
         return d
 
 

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from digitq.common.errors import DigitqError
+from digitq.common.errors import ConfigError
 
 DEFAULT_MNIST_MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -77,9 +77,9 @@ def _int_env(name: str, default: int, minimum: int = 0) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise DigitqError(f"{name} must be a whole number, got {raw!r}") from None
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
     if value < minimum:
-        raise DigitqError(f"{name} must be >= {minimum}, got {value}")
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
     return value
 
 
@@ -88,9 +88,42 @@ def _path_env(name: str, default: Path) -> Path:
     return Path(raw).expanduser().resolve() if raw else default.expanduser().resolve()
 
 
+BROKER_SCHEMES = ("redis", "rediss", "unix")
+"""URL schemes a broker or result backend may use (Redis over TCP, TLS, or a Unix socket)."""
+
+
+def check_broker_url(url: str | None, name: str = "DIGITQ_BROKER_URL") -> str | None:
+    """`url` if it is a Redis URL digitq can use, else ConfigError with one line that says why
+    (the password never shown)."""
+    if url is None:
+        return None
+    from urllib.parse import urlsplit
+
+    example = "e.g. redis://:PASSWORD@host:6379/0"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # ValueError: not a number, or out of 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a usable Redis URL ({exc}); {example}") from None
+    if parts.scheme not in BROKER_SCHEMES:
+        shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
+        raise ConfigError(f"{name} has {shown}: use redis://, rediss:// (TLS) or unix://; {example}")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"{name} names no host; {example}")
+    if port == 0:
+        raise ConfigError(f"{name} has port 0; {example}")
+    return url
+
+
+def _check_home(home: Path) -> Path:
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"DIGITQ_HOME {home} is not a folder: point it at a folder (it is created if missing)")
+    return home
+
+
 def _check(s: "Settings") -> "Settings":
     if s.lease_seconds >= s.visibility_timeout:
-        raise DigitqError(
+        raise ConfigError(
             f"DIGITQ_LEASE_SECONDS ({s.lease_seconds}) must be smaller than DIGITQ_VISIBILITY_TIMEOUT "
             f"({s.visibility_timeout}): a redelivered job must find its dead worker's lease expired"
         )
@@ -99,14 +132,15 @@ def _check(s: "Settings") -> "Settings":
 
 def load_settings() -> Settings:
     """Read the DIGITQ_* environment variables (see README "Configuration")."""
-    home = _path_env("DIGITQ_HOME", default_home())
+    home = _check_home(_path_env("DIGITQ_HOME", default_home()))
     mirrors = os.environ.get("DIGITQ_MNIST_MIRRORS", "").strip()
-    broker = os.environ.get("DIGITQ_BROKER_URL", "").strip() or None
+    broker = check_broker_url(os.environ.get("DIGITQ_BROKER_URL", "").strip() or None)
     return _check(Settings(
         home=home,
         data_dir=_path_env("DIGITQ_DATA_DIR", home / "data"),
         broker_url=broker,
-        result_backend=os.environ.get("DIGITQ_RESULT_BACKEND", "").strip() or broker,
+        result_backend=check_broker_url(os.environ.get("DIGITQ_RESULT_BACKEND", "").strip() or None,
+                                        "DIGITQ_RESULT_BACKEND") or broker,
         mnist_mirrors=tuple(m.strip() for m in mirrors.split(",") if m.strip()) if mirrors else DEFAULT_MNIST_MIRRORS,
         cpu_replicas=_int_env("DIGITQ_CPU_REPLICAS", 0),
         gpus=os.environ.get("DIGITQ_GPUS", "").strip() or None,

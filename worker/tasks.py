@@ -20,7 +20,7 @@ from celery.exceptions import Ignore
 from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled
 from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
 from digitq.worker import train_job
-from digitq.worker.compat import delivery_tag_of
+from digitq.worker.compat import TaskResultSummaries, delivery_tag_of
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -32,6 +32,12 @@ log = logging.getLogger("digitq.worker")
 
 class JobError(DigitqError):
     """An unexpected failure inside a job, reduced to one line for the client."""
+
+
+EXPECTED = (DigitqError,)
+"""Failures a person should read, not bugs: Celery stores them as the job's FAILURE but logs them
+in worker.log as one line without a traceback (`throws=`). An unexpected error's traceback is
+still logged by `_run` before it becomes a one-line JobError."""
 
 
 def message_payload(args: tuple, kwargs: dict, limit: int) -> dict:
@@ -63,6 +69,13 @@ def _run(task, fn, args: tuple, kwargs: dict, limit: int):
         raise JobError(f"{type(exc).__name__}: {exc}".splitlines()[0][:500]) from None
 
 
+def chunk_summary(result: dict) -> str:
+    """A predict chunk's result in one short line for worker.log: counts, not probabilities."""
+    probs = result.get("probs") or []
+    errors = sum(1 for e in result.get("errors") or [] if e)
+    return f"{len(probs)} image(s), {errors} error(s), model {result.get('model')}"
+
+
 def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
     """Register digitq's tasks on `app`, each running with `ctx`'s settings and Redis client.
 
@@ -70,8 +83,9 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
     built later in the same process."""
     settings, r = ctx.settings, ctx.redis
     limit = settings.max_message_bytes
+    summaries = TaskResultSummaries().install()
 
-    @app.task(bind=True, name=TRAIN_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=TRAIN_TASK, shared=False, lazy=False, throws=EXPECTED)
     def train_task(self, *args, **kwargs):
         """Train a model (see digitq.worker.train_job and digitq.worker.train)."""
 
@@ -86,32 +100,38 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
                                                                   owner=ctx.worker_id, delivery_tag=tag),
                     args, kwargs, limit)
 
-    @app.task(bind=True, name=PREDICT_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=PREDICT_TASK, shared=False, lazy=False, throws=EXPECTED)
     def predict_task(self, *args, **kwargs):
         """Classify one chunk of images (see digitq.worker.predict)."""
         from digitq.worker.predict import run_predict_chunk
 
-        return _run(self, lambda request: run_predict_chunk(request, settings, r), args, kwargs, limit)
+        result = _run(self, lambda request: run_predict_chunk(request, settings, r), args, kwargs, limit)
+        summaries.summaries[self.request.id] = chunk_summary(result)
+        return result
 
-    @app.task(bind=True, name=LIST_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=LIST_TASK, shared=False, lazy=False, throws=EXPECTED)
     def list_images_task(self, *args, **kwargs):
         """List a folder on the shared volume for `digitq predict --remote`."""
         from digitq.worker.predict import run_list_images
 
-        return _run(self, lambda request: run_list_images(request, settings), args, kwargs, limit)
+        result = _run(self, lambda request: run_list_images(request, settings), args, kwargs, limit)
+        summaries.summaries[self.request.id] = f"{len(result.get('files') or [])} file(s) in {result.get('folder')}"
+        return result
 
-    @app.task(bind=True, name=EVALUATE_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=EVALUATE_TASK, shared=False, lazy=False, throws=EXPECTED)
     def evaluate_task(self, *args, **kwargs):
         """Score a registered model on MNIST's test set or a labelled folder."""
         from digitq.worker.predict import run_evaluate
 
         return _run(self, lambda request: run_evaluate(request, settings, r), args, kwargs, limit)
 
-    @app.task(bind=True, name=REPORT_TASK, shared=False, lazy=False)
+    @app.task(bind=True, name=REPORT_TASK, shared=False, lazy=False, throws=EXPECTED)
     def report_task(self, *args, **kwargs):
         """Draw a training job's report (PNG plots, summary.md) into its folder and return the files."""
         from digitq.worker.report import run_report
 
-        return _run(self, lambda request: run_report(request, settings, r), args, kwargs, limit)
+        result = _run(self, lambda request: run_report(request, settings, r), args, kwargs, limit)
+        summaries.summaries[self.request.id] = f"report of {result.get('job_id')}: {', '.join(result.get('files') or {})}"
+        return result
 
     return {t.name: t for t in (train_task, predict_task, list_images_task, evaluate_task, report_task)}

@@ -28,6 +28,10 @@ def show_stack(st: dict, as_json: bool) -> None:
     line(f"home    {st['home']}")
     line(f"redis   {'running' if r['running'] else 'stopped'}" + (f"  pid {r['pid']}  {r['address']}" if r["running"] else ""))
     line(f"worker  {'running' if w['running'] else 'stopped'}" + (f"  pid {w['pid']}  log {w['log']}" if w["running"] else ""))
+    settings = w.get("settings") or {}
+    if w["running"] and settings:
+        line(f"        data {settings.get('DIGITQ_DATA_DIR')}  cpu replicas {settings.get('DIGITQ_CPU_REPLICAS') or 0}"
+             + (f"  gpus {settings['DIGITQ_GPUS']}" if settings.get("DIGITQ_GPUS") else ""))
 
 
 @app.command("up")

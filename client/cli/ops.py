@@ -47,10 +47,22 @@ def logs(
     job_id: Annotated[str, typer.Argument(help="The job id.")],
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")] = False,
 ):
-    """Print a job's log lines, as the worker wrote them; --follow streams them live."""
-    for text in session.get_client(quiet=True).follow_logs(job_id, follow=follow):
+    """Print a job's log lines, as the worker wrote them; --follow streams them live. A failed or
+    cancelled job's reason follows them on stderr."""
+    client = session.get_client(quiet=True)
+    printed = 0
+    for text in client.follow_logs(job_id, follow=follow):
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
+        printed += 1
+    st = client.status(job_id)
+    if st.state == "FAILURE":
+        before = "" if printed else " before its worker logged anything"
+        note(f"job {job_id} failed{before}: {st.error}")
+    elif st.state == "REVOKED":
+        note(f"job {job_id} was cancelled")
+    elif not printed:
+        note(f"no log lines yet for job {job_id} ({st.state})")
 
 
 @app.command()

@@ -25,7 +25,8 @@ INTERRUPTED_EXIT = 130
 
 def friendly_errors(fn):
     """Turn expected failures into one line on stderr and a non-zero exit, never a traceback:
-    a DigitqError exits with its own code, an unreachable broker with 1, Ctrl-C with 130."""
+    a DigitqError exits with its own code (README "Exit codes"), an unreachable broker with 1,
+    a file or folder the system refuses (an OSError nothing else caught) with 1, Ctrl-C with 130."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -43,6 +44,12 @@ def friendly_errors(fn):
         except KeyboardInterrupt:
             note("interrupted", console=err)
             raise typer.Exit(code=INTERRUPTED_EXIT)
+        except BrokenPipeError:
+            raise  # the reader went away (`| head`): nothing to tell it
+        except OSError as exc:  # the backstop: a path the system refuses, said in one line
+            where = f": {exc.filename}" if exc.filename else ""
+            note(f"error: {exc.strerror or exc}{where}", console=err)
+            raise typer.Exit(code=1)
 
     return wrapper
 
@@ -69,7 +76,9 @@ def pct(fraction: float | None) -> str:
 
 def train_result_table(res) -> Table:
     """A TrainResult as the two-column table `submit-train --wait`, `wait` and `status` print."""
-    t = Table(show_header=False, box=None)
+    from rich.table import Column
+
+    t = Table(Column(no_wrap=True), Column(overflow="fold"), show_header=False, box=None)
     t.add_row("job", res.job_id)
     t.add_row("model", f"{res.model} ({res.arch}, {res.replicas} replica(s) on {', '.join(res.devices)})")
     t.add_row("test accuracy", f"{pct(res.test_accuracy)}  (loss {res.test_loss:.4f})")

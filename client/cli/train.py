@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import datetime
 import os
+import time
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Column, Table
 
 from digitq.client.cli import session
-from digitq.client.cli.output import err, friendly_errors, line, out, pct, print_json, train_result_table
-from digitq.common.errors import InvalidRequest
+from digitq.client.cli.output import (
+    INTERRUPTED_EXIT, err, friendly_errors, line, note, out, pct, print_json, train_result_table,
+)
+from digitq.common.errors import InvalidRequest, JobAlreadyFinished
 from digitq.common.schemas import TrainRequest, TrainResult, help_text, train_field
 
 app = typer.Typer()
@@ -31,14 +34,29 @@ def _default(name: str):
     return train_field(name).default
 
 
+STATE_WORDS = {"PENDING": "queued", "STARTED": "started", "PROGRESS": "running", "SUCCESS": "done",
+               "FAILURE": "failed", "REVOKED": "cancelled", "RETRY": "retrying"}
+"""How `digitq jobs` shows a state in its narrow column (`--json` keeps Celery's names)."""
+
+
+def check_timeout(timeout: Optional[float]) -> None:
+    if timeout is not None and not timeout > 0:
+        raise InvalidRequest(f"--timeout must be a number of seconds > 0, got {timeout:g}")
+
+
 def _wait_and_show(client, job_id: str, as_json: bool, timeout: Optional[float]) -> None:
     from digitq.client.progress import TrainProgress
 
     console = err if as_json else out
     if not console.is_terminal and not as_json:
         line(f"waiting for {job_id} ...", console)
-    with TrainProgress(console) as bar:
-        result = client.wait(job_id, on_progress=bar.update, timeout=timeout)
+    try:
+        with TrainProgress(console) as bar:
+            result = client.wait(job_id, on_progress=bar.update, timeout=timeout)
+    except KeyboardInterrupt:
+        note(f"stopped waiting; job {job_id} keeps running: `digitq wait {job_id}` to follow it again, "
+             f"`digitq cancel {job_id}` to stop it")
+        raise typer.Exit(code=INTERRUPTED_EXIT) from None
     if as_json:
         print_json(result)
     else:
@@ -94,6 +112,7 @@ def submit_train(
     if dataset != _default("dataset"):
         fields["dataset"] = os.path.abspath(os.path.expanduser(dataset))
     request = TrainRequest.from_dict(fields)  # bad input fails here, before any connection
+    check_timeout(timeout)
     client = session.get_client()
     job_id = client.submit_train(request)
     if not (wait or as_json):
@@ -133,31 +152,72 @@ def wait_cmd(
     timeout: Annotated[Optional[float], typer.Option(help="Give up after this many seconds.")] = None,
 ):
     """Wait for a job to finish, with a progress bar, and print its result."""
+    check_timeout(timeout)
     _wait_and_show(session.get_client(quiet=True), job_id, as_json, timeout)
+
+
+def _when(ts: float | None, now: float) -> str:
+    """A submission time in 5 characters: 14:03 today, else Dec 02."""
+    if not ts:
+        return ""
+    t, today = datetime.datetime.fromtimestamp(ts), datetime.datetime.fromtimestamp(now)
+    return t.strftime("%H:%M") if t.date() == today.date() else t.strftime("%b %d")
+
+
+def jobs_table(rows, now: float) -> Table:
+    """Fits 80 columns: the full job id (to copy), short states and times; long names are cut."""
+    t = Table(Column("job", no_wrap=True), Column("kind", no_wrap=True), Column("name", overflow="ellipsis", no_wrap=True, max_width=12),
+              Column("state", no_wrap=True), Column("when", no_wrap=True), Column("result", no_wrap=True),
+              box=None, pad_edge=False)
+    for r in rows:
+        if r.result and "test_accuracy" in r.result:
+            res = pct(r.result["test_accuracy"])
+        elif r.result and "classified" in r.result:
+            res = f"{r.result['classified']} img"
+        else:
+            res = ""
+        t.add_row(r.job_id, r.kind or "", r.name or "", STATE_WORDS.get(r.state, r.state.lower()), _when(r.submitted, now), res)
+    return t
 
 
 @app.command()
 @friendly_errors
 def jobs(
-    limit: Annotated[int, typer.Option(help="How many of the most recent jobs.")] = 20,
+    limit: Annotated[int, typer.Option(help="How many of the most recent jobs (1 to 10000).")] = 20,
+    kind: Annotated[Optional[str], typer.Option(help="Only jobs of this kind: train or predict.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list.")] = False,
 ):
-    """List recent jobs, newest first, with their state."""
-    rows = session.get_client(quiet=True).jobs(limit)
+    """List recent jobs, newest first, with their state (queued, running, done, failed, cancelled)."""
+    from digitq.client.api import MAX_JOBS_LISTED
+
+    if not 1 <= limit <= MAX_JOBS_LISTED:
+        raise InvalidRequest(f"--limit must be between 1 and {MAX_JOBS_LISTED}, got {limit}")
+    if kind not in (None, "train", "predict"):
+        raise InvalidRequest(f"--kind must be train or predict, got {kind!r}")
+    rows = session.get_client(quiet=True).jobs(limit, kind=kind)
     if as_json:
         print_json([{k: v for k, v in r.to_dict().items() if k != "history"} for r in rows])
         return
-    t = Table(Column("job", min_width=32, no_wrap=True), "kind", "name", "state", "submitted", "accuracy")
-    for r in rows:
-        when = datetime.datetime.fromtimestamp(r.submitted).strftime("%Y-%m-%d %H:%M:%S") if r.submitted else ""
-        acc = pct(r.result["test_accuracy"]) if r.result and "test_accuracy" in r.result else ""
-        t.add_row(r.job_id, r.kind or "", r.name or "", r.state, when, acc)
-    out.print(t)
+    out.print(jobs_table(rows, time.time()))
+    if not rows:
+        note("no jobs" + (f" of kind {kind}" if kind else ""))
 
 
 @app.command()
 @friendly_errors
 def cancel(job_id: Annotated[str, typer.Argument(help="The job to stop.")]):
     """Cancel a queued or running job; it is never redelivered."""
-    st = session.get_client(quiet=True).cancel(job_id)
-    line(f"{job_id}  {st.state}")
+    from digitq.common.names import FINISHED_STATES
+
+    client = session.get_client(quiet=True)
+    before = client.status(job_id)
+    if before.state in FINISHED_STATES:
+        if before.state == "REVOKED":
+            line(f"{job_id} was already cancelled")
+            return
+        raise JobAlreadyFinished(f"job {job_id} already ended ({STATE_WORDS[before.state]}): nothing to cancel")
+    st = client.cancel(job_id)
+    if st.state == "REVOKED":
+        line(f"cancelled {job_id}")
+    else:
+        line(f"cancelling {job_id}: its worker stops it within seconds")

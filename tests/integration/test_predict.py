@@ -505,7 +505,7 @@ def test_export_writes_a_saved_model_that_serves_the_same_probabilities(model, m
     assert f"exported{model.name}:1to{target}" in "".join(proc.stdout.split())
     assert (target / "saved_model.pb").is_file()
 
-    record = cli_json(["models", "show", f"{model.name}:1"], client_env)
+    record = cli_json(["models", "show", f"{model.name}:1", "--json"], client_env)
     images, _ = mnist
     pixels = tmp_path / "x.npy"
     np.save(pixels, images[:5].astype(np.float32)[..., None])  # raw 0..255, shape [5, 28, 28, 1]
@@ -537,7 +537,10 @@ def test_registry_versions_promote_and_delete(model, folders, client_env, tmp_pa
     assert [r["version"] for r in mine] == [2, 1]  # newest first
     assert [r["job_id"] for r in mine] == [second["job_id"], model.result["job_id"]]
     assert not any(r["promoted"] for r in mine)
-    assert cli_json(["models", "show", name], client_env)["version"] == 2
+    # NAME alone: the best-scoring version (a quick run does not take over by being newer)
+    best = max(mine, key=lambda r: (r["test_accuracy"], r["version"]))["version"]
+    assert [r["version"] for r in mine if r["default"]] == [best]
+    assert cli_json(["models", "show", name, "--json"], client_env)["version"] == best
 
     v1 = rows_by_predict(folders.few, f"{name}:1", client_env, tmp_path / "v1.csv")
     v2 = rows_by_predict(folders.few, f"{name}:2", client_env, tmp_path / "v2.csv")
@@ -547,7 +550,7 @@ def test_registry_versions_promote_and_delete(model, folders, client_env, tmp_pa
     proc = ok(run_cli(["models", "combine", f"{name}:1", f"{name}:2", "--name", f"{name}-both"], client_env))
     assert proc.stdout.startswith(f"registered {name}-both:1: the average of 2 networks from {name}:1, {name}:2; "
                                   "MNIST test accuracy "), proc.stdout
-    both = cli_json(["models", "show", f"{name}-both"], client_env)
+    both = cli_json(["models", "show", f"{name}-both", "--json"], client_env)
     assert both["kind"] == "ensemble" and both["combined_from"] == [f"{name}:1", f"{name}:2"]
     scored = cli_json(["evaluate", "--model", f"{name}-both", "--json"], client_env)
     assert both["test_accuracy"] == scored["accuracy"] and scored["images"] == 10000
@@ -562,7 +565,7 @@ def test_registry_versions_promote_and_delete(model, folders, client_env, tmp_pa
 
     proc = ok(run_cli(["models", "promote", f"{name}:1"], client_env))
     assert proc.stdout.strip() == f"{name} -> {name}:1"
-    shown = cli_json(["models", "show", name], client_env)
+    shown = cli_json(["models", "show", name, "--json"], client_env)
     assert shown["version"] == 1 and shown["promoted"] is True
     mine = [r for r in cli_json(["models", "list", "--json"], client_env) if r["name"] == name]
     assert [(r["version"], r["promoted"]) for r in mine] == [(2, False), (1, True)]
@@ -574,7 +577,7 @@ def test_registry_versions_promote_and_delete(model, folders, client_env, tmp_pa
     assert_one_line_error(run_cli(["models", "show", f"{name}:2"], client_env), "has no version 2")
     mine = [r for r in cli_json(["models", "list", "--json"], client_env) if r["name"] == name]
     assert [r["version"] for r in mine] == [1]
-    assert cli_json(["models", "show", name], client_env)["version"] == 1
+    assert cli_json(["models", "show", name, "--json"], client_env)["version"] == 1
     assert_one_line_error(run_cli(["models", "show", "nope"], client_env), "no model named 'nope'")
 
 
@@ -595,7 +598,6 @@ def test_registry_survives_a_worker_restart(shared_worker, model, folders, clien
 
     after = [r for r in cli_json(["models", "list", "--json"], client_env) if r["name"] == name]
     assert after == before
-    promoted = [r["version"] for r in before if r["promoted"]]
-    assert cli_json(["models", "show", name], client_env)["version"] == (promoted or [before[0]["version"]])[0]
+    assert cli_json(["models", "show", name, "--json"], client_env)["version"] == [r["version"] for r in before if r["default"]][0]
     rows_after = rows_by_predict(folders.few, name, client_env, tmp_path / "after.csv")
     assert_same_rows(rows_after, rows_before)

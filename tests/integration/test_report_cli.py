@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitq.client.gallery import CELL_H, CELL_W, sheet_size
+from digitq.client.gallery import CELL_H, CELL_W, LEGEND_H, sheet_size
 from digitq.worker.report import REPORT_FILES
 from tests.helpers import assert_one_line_error, ok, read_idx
 from tests.processes import run_cli
@@ -76,10 +76,11 @@ def test_report_by_job_id_and_by_bare_name(model, module_env, tmp_path):
 def test_report_errors_are_one_line(model, module_env, tmp_path):
     one_line_error(run_cli(["report", "../etc"], module_env), 2, "invalid report target")
     one_line_error(run_cli(["report", "digits:0"], module_env), 2, "invalid model version")
-    one_line_error(run_cli(["report", f"nope-{uuid.uuid4().hex[:6]}:1"], module_env), 1, "no model named")
-    one_line_error(run_cli(["report", f"nojob{uuid.uuid4().hex[:6]}"], module_env), 1, "no model or job named")
+    # What was typed names nothing, or a file where a folder goes: usage errors, exit 2 (README "Exit codes")
+    one_line_error(run_cli(["report", f"nope-{uuid.uuid4().hex[:6]}:1"], module_env), 2, "no model named")
+    one_line_error(run_cli(["report", f"nojob{uuid.uuid4().hex[:6]}"], module_env), 2, "no model or job named")
     (tmp_path / "file").write_text("x")
-    one_line_error(run_cli(["report", model.name, "-o", str(tmp_path / "file")], module_env), 1, "not a folder")
+    one_line_error(run_cli(["report", model.name, "-o", str(tmp_path / "file")], module_env), 2, "not a folder")
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +100,7 @@ def test_predict_gallery_draws_every_file(model, module_env, digit_folder, tmp_p
                        "--gallery", str(sheet), "--chunk-size", "10"], module_env))
     assert "gallery of 24 image(s) -> " in proc.stderr
     with Image.open(sheet) as im:
-        assert im.size == sheet_size(24) == (20 * CELL_W, 2 * CELL_H)
+        assert im.size == sheet_size(24) == (20 * CELL_W, 2 * CELL_H + LEGEND_H)  # the legend under the grid
         cells = json.loads(im.text["digitq:cells"])
         rgb = np.asarray(im.convert("RGB")).astype(int)
     assert cells == [f"d{i:03d}.png" for i in range(23)] + ["zz-notes.txt"]

@@ -83,9 +83,10 @@ class FakeClient:
         return self.statuses.get(job_id) or JobStatus(job_id, "SUCCESS", "train", "digits", 1_700_000_000.0,
                                                       result=dict(self.train_result))
 
-    def jobs(self, limit=20):
-        self._call("jobs", limit)
-        return [self.status(JOB), JobStatus("f" * 32, "PENDING", "predict", "digits", None)]
+    def jobs(self, limit=20, kind=None):
+        self._call("jobs", limit, kind=kind)
+        rows = [self.status(JOB), JobStatus("f" * 32, "PENDING", "predict", "digits", None)]
+        return [r for r in rows if kind is None or r.kind == kind]
 
     def cancel(self, job_id):
         self._call("cancel", job_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 
 import pytest
 
@@ -148,3 +149,20 @@ def test_tensorflow_still_says_whether_onednn_runs(keras):
     assert compat.onednn_enabled() in (True, False), (
         "TensorFlow's private _pywrap_util_port.IsMklEnabled is gone: the worker's `devices` log "
         "line and `digitq workers` would say onednn None")
+
+
+def test_celery_logs_a_task_success_with_a_dict_holding_id_and_return_value():
+    """worker/compat.TaskResultSummaries rewrites `return_value` in that dict (issue 17, item 12)."""
+    import celery.app.trace as trace
+
+    from digitq.worker.compat import TRACE_LOGGER, TaskResultSummaries
+
+    assert "%(return_value)s" in trace.LOG_SUCCESS and "%(id)s" in trace.LOG_SUCCESS
+    assert trace.logger.name == TRACE_LOGGER
+    f = TaskResultSummaries()
+    f.summaries["t1"] = "500 image(s), 0 error(s), model digits:1"
+    record = logging.LogRecord(TRACE_LOGGER, logging.INFO, __file__, 1, trace.LOG_SUCCESS,
+                               ({"id": "t1", "name": "digitq.predict", "runtime": 0.5, "return_value": "{'probs': [...]}",
+                                 "args": "", "kwargs": ""},), None)
+    assert f.filter(record) and record.getMessage().endswith("succeeded in 0.5s: 500 image(s), 0 error(s), model digits:1")
+    assert "t1" not in f.summaries  # one use each: the dict stays small

@@ -45,7 +45,7 @@ def test_logs_print_each_line_and_pass_follow(cli):
     assert cli.client.args_of("follow_logs") == ((JOB,), {"follow": True})
     cli.client.fail["follow_logs"] = NoSuchJob(f"no job {JOB} (it never existed, or its record expired)")
     r = cli("logs", JOB)
-    assert r.exit_code == 1 and r.stderr.startswith(f"error: no job {JOB}")
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: no job {JOB}")
 
 
 def test_tensorboard_prints_the_command(cli):

@@ -60,11 +60,11 @@ def test_a_prefetch_starts_before_the_client_and_reaches_it(cli, tmp_path):
 
 
 @pytest.mark.parametrize("args, message, code", [
-    (["--format", "xml"], "--format must be csv or json, got 'xml'", 1),
-    (["--chunk-size", "0"], "--chunk-size must be between 1 and 5000, got 0", 1),
-    (["--jobs", "-1"], "--jobs must be 0 (automatic) or more, got -1", 1),
+    (["--format", "xml"], "--format must be csv or json, got 'xml'", 2),
+    (["--chunk-size", "0"], "--chunk-size must be between 1 and 5000, got 0", 2),
+    (["--jobs", "-1"], "--jobs must be 0 (automatic) or more, got -1", 2),
     (["--remote", "--gallery", "s.png"], "--gallery draws the images as they are preprocessed here", 2),
-    (["--gallery", "/no/such/folder/s.png"], "give a file name in an existing folder", 2),
+    (["--gallery", "/no/such/folder/s.png"], "the folder /no/such/folder does not exist", 2),
 ])
 def test_bad_predict_options_are_refused_before_any_client(cli, tmp_path, args, message, code):
     r = cli("predict", str(tmp_path), *args)
@@ -74,13 +74,13 @@ def test_bad_predict_options_are_refused_before_any_client(cli, tmp_path, args, 
 
 def test_an_output_that_is_a_folder_is_refused(cli, tmp_path):
     r = cli("predict", str(tmp_path), "-o", str(tmp_path))
-    assert r.exit_code == 1 and "is a folder; give a file name" in r.stderr and cli.client.calls == []
+    assert r.exit_code == 2 and "is a folder; give a file name" in r.stderr and cli.client.calls == []
 
 
 def test_an_unknown_model_is_one_line(cli, tmp_path):
     cli.client.fail["predict"] = NoSuchModel("no model named 'nope' (see `digitq models list`)")
     r = cli("predict", str(tmp_path), "--model", "nope", "--jobs", "1")
-    assert r.exit_code == 1 and r.stderr == "error: no model named 'nope' (see `digitq models list`)\n"
+    assert r.exit_code == 2 and r.stderr == "error: no model named 'nope' (see `digitq models list`)\n"
 
 
 def test_evaluate_table(cli):
@@ -89,9 +89,9 @@ def test_evaluate_table(cli):
     assert cli.client.args_of("evaluate")[0] == (EvaluateRequest(model="digits"),)
     lines = r.stdout.splitlines()
     assert lines[0] == "digits:3 on mnist-test: accuracy 99.12% over 10000 images (loss 0.0312)"
-    assert "true \\ predicted" in r.stdout and "accuracy" in lines[2]
-    row9 = next(line for line in lines if line.startswith("│ 9 "))
-    assert "90" in row9 and "99" in row9 and row9.rstrip(" │").endswith("-")  # no examples of 9: "-"
+    assert "rows: true digit, columns: predicted digit" in r.stdout and "accuracy" in lines[2]
+    row9 = next(line for line in lines[3:] if line.split()[0] == "9")
+    assert "90" in row9 and "99" in row9 and row9.rstrip().endswith("-")  # no examples of 9: "-"
 
 
 def test_evaluate_json_and_a_folder(cli, tmp_path, monkeypatch):
@@ -130,4 +130,4 @@ def test_bad_report_targets_exit_2_before_any_client(cli, target):
 def test_a_report_output_that_is_a_file_is_refused(cli, tmp_path):
     (tmp_path / "f").write_text("x")
     r = cli("report", JOB, "-o", str(tmp_path / "f"))
-    assert r.exit_code == 1 and "exists and is not a folder" in r.stderr and cli.client.calls == []
+    assert r.exit_code == 2 and "exists and is not a folder" in r.stderr and cli.client.calls == []

@@ -97,8 +97,8 @@ def test_option_defaults_are_the_schemas():
 def test_help_shows_the_architectures_defaults(cli):
     r = cli("submit-train", "--help")
     assert r.exit_code == 0
-    text = " ".join(r.stdout.split())
-    assert "Label smoothing, 0 to 0.5. [default: the architecture's (cnn 0.1, seed-cnn 0, mlp 0)]" in text
+    text = " ".join(r.stdout.split()).replace("seed- cnn", "seed-cnn")  # click wraps at a hyphen
+    assert "Label smoothing, 0 to 0.5. The model then never gets fully sure: with 0.1 a clean digit's confidence tops out near 93%. [default: the architecture's (cnn 0.1, seed-cnn 0, mlp 0)]" in text
     assert "[default: the architecture's (cnn 128, seed-cnn 50, mlp 128)]" in text
 
 
@@ -128,7 +128,7 @@ def test_a_failed_job_is_one_line_exit_1(cli):
 
 
 @pytest.mark.parametrize("exc, text, code", [
-    (NoSuchJob("no job x"), "error: no job x\n", 1),
+    (NoSuchJob("no job x"), "error: no job x\n", 2),
     (BrokerUnavailable("cannot reach the broker at redis://***@h:1/0: refused"), "error: cannot reach", 1),
     (redis.exceptions.ConnectionError("gone"), "error: broker unavailable: gone\n", 1),
     (KeyboardInterrupt(), "interrupted\n", 130),
@@ -161,18 +161,19 @@ def test_status_json(cli):
 
 def test_jobs_table_and_json(cli):
     r = cli("jobs", "--limit", "5")
-    assert r.exit_code == 0 and cli.client.args_of("jobs") == ((5,), {})
-    header = r.stdout.splitlines()[1]
-    for column in ("job", "kind", "name", "state", "submitted", "accuracy"):
+    assert r.exit_code == 0 and cli.client.args_of("jobs") == ((5,), {"kind": None})
+    header = r.stdout.splitlines()[0]
+    for column in ("job", "kind", "name", "state", "when", "result"):
         assert column in header
-    assert JOB in r.stdout and "99.12%" in r.stdout and "PENDING" in r.stdout
+    assert JOB in r.stdout and "99.12%" in r.stdout and "queued" in r.stdout and "done" in r.stdout
     rows = json.loads(cli("jobs", "--json").stdout)
     assert [r["job_id"] for r in rows] == [JOB, "f" * 32] and "history" not in rows[0]
 
 
 def test_cancel(cli):
+    cli.client.statuses[JOB] = JobStatus(JOB, "PROGRESS", "train")
     r = cli("cancel", JOB)
-    assert r.exit_code == 0 and r.stdout == f"{JOB}  REVOKED\n"
+    assert r.exit_code == 0 and r.stdout == f"cancelled {JOB}\n"
 
 
 def test_missing_argument_is_a_usage_error(cli):

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digitq.client.gallery import (CELL_H, CELL_W, DEFAULT_COLUMNS, DIGIT_PX, ERROR_FILL, FOOTER_H, PAD,
-                                   ContactSheet, sheet_size)
+from digitq.client.gallery import (CELL_H, CELL_W, DEFAULT_COLUMNS, DIGIT_PX, ERROR_FILL, FOOTER_H, LEGEND_H,
+                                   LEGEND_MIN_W, PAD, ContactSheet, confidence_label, sheet_size)
 
 
 def digit(seed: int) -> np.ndarray:
@@ -40,7 +40,7 @@ def test_sheet_is_a_png_of_the_expected_size(tmp_path, n):
         im.verify()
     with Image.open(path) as im:
         assert im.format == "PNG"
-        assert im.size == (cols * CELL_W, math.ceil(n / cols) * CELL_H) == sheet_size(n)
+        assert im.size == (max(cols * CELL_W, LEGEND_MIN_W), math.ceil(n / cols) * CELL_H + LEGEND_H) == sheet_size(n)
         assert json.loads(im.text["digitq:cells"]) == [f"img{i:03d}.png" for i in range(n)]
         assert np.asarray(im.convert("L")).std() > 0
     assert not list(tmp_path.glob(".*partial")), "the temporary file is renamed, not left behind"
@@ -96,9 +96,9 @@ def test_the_limit_keeps_the_first_images_and_counts_the_rest(tmp_path):
     assert added == [True] * 5 + [False] * 3
     assert len(sheet) == 5 and sheet.left_out == 3
     with Image.open(sheet.save(tmp_path / "s.png")) as im:
-        assert im.size == (5 * CELL_W, CELL_H + FOOTER_H) == sheet_size(5, 5, more=True)
+        assert im.size == (5 * CELL_W, CELL_H + FOOTER_H + LEGEND_H) == sheet_size(5, 5, more=True)
         assert json.loads(im.text["digitq:cells"]) == [f"{i}.png" for i in range(5)]
-        footer = np.asarray(im.convert("L"))[CELL_H:]
+        footer = np.asarray(im.convert("L"))[CELL_H:CELL_H + FOOTER_H]
     assert footer.max() > 150, "the '... more not shown' line is drawn"
 
 
@@ -108,7 +108,7 @@ def test_default_limit_is_400(tmp_path):
     for i in range(401):
         sheet.add(one, f"{i}.png", 0, 0.9, None)
     assert len(sheet) == 400 and sheet.left_out == 1
-    assert sheet.render().size == (20 * CELL_W, 20 * CELL_H + FOOTER_H)
+    assert sheet.render().size == (20 * CELL_W, 20 * CELL_H + FOOTER_H + LEGEND_H)
 
 
 def test_bad_input_is_refused(tmp_path):
@@ -123,3 +123,23 @@ def test_bad_input_is_refused(tmp_path):
     with pytest.raises(ValueError):
         ContactSheet(limit=0)
 
+
+
+def test_labels_round_down_so_the_number_agrees_with_the_colour():
+    """Issue 17, item 8: 0.897 was shown as a yellow "90%"; "1 88%" read as 188%."""
+    assert confidence_label(1, 0.88) == "1 (88%)"
+    assert confidence_label(7, 0.897) == "7 (89%)"
+    assert confidence_label(7, 0.9) == "7 (90%)" and confidence_label(0, 1.0) == "0 (100%)"
+
+
+def test_an_error_cell_names_its_file_and_reason_and_the_legend_is_drawn(tmp_path):
+    sheet = ContactSheet(columns=2)
+    sheet.add(digit(0), "a.png", 1, 0.99, None)
+    sheet.add(None, "notes.txt", None, None, "not an image file")
+    with Image.open(sheet.save(tmp_path / "s.png")) as im:
+        grey = np.asarray(im.convert("L")).astype(int)
+    left, top, right, bottom = cell_box(1, 2)
+    assert (grey[top + 18:bottom, left:right] > 200).sum() > 20, "the reason is written in the cell"
+    assert (grey[bottom + PAD:bottom + PAD + 14, left - PAD:right + PAD] > 120).sum() > 10, "the file name under it"
+    legend = grey[-LEGEND_H:]
+    assert (legend > 150).sum() > 100, "the legend is drawn under the grid"
