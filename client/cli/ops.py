@@ -7,7 +7,7 @@ import time
 from typing import Annotated, Optional
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
 from digitq.client.cli import local, session
 from digitq.client.cli.output import friendly_errors, line, note, out, print_json
@@ -17,14 +17,18 @@ app = typer.Typer()
 
 
 def worker_table(rows: list[dict], now: float) -> Table:
-    t = Table("node", "queues", "devices", "tensorflow", "current job", "jobs done")
+    """One row per worker, two lines each, so that a 32-character job id fits 80 columns: the node
+    and its jobs done, its queues, its devices and TensorFlow, the job it runs and for how long."""
+    t = Table(Column("node", no_wrap=True), Column("queues", no_wrap=True), Column("devices", no_wrap=True),
+              Column("current job", no_wrap=True), box=None, pad_edge=False)
     for w in rows:
         devices = ", ".join(w.get("gpus") or []) or f"CPU x{w.get('replicas') or 1}"
+        if w.get("tensorflow"):
+            devices += f"\nTensorFlow {w['tensorflow']}"
         job = w.get("current_job") or {}
-        current = (f"{job.get('job_id', '')} ({job.get('task', '').split('.')[-1]}, {now - job.get('since', now):.0f} s)"
-                   if job else "")
-        t.add_row(w["node"], ",".join(w.get("queues") or []), devices, w.get("tensorflow") or "", current,
-                  str(w.get("jobs_done", 0)))
+        current = (f"{job.get('job_id', '')}\n{job.get('task', '').split('.')[-1]}, {now - job.get('since', now):.0f} s"
+                   if job else "-")
+        t.add_row(f"{w['node']}\n{w.get('jobs_done', 0)} done", ",".join(w.get("queues") or []), devices, current)
     return t
 
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from digitq.client.api import JobStatus
-from digitq.client.cli import app, session
+from digitq.client.cli import app, output, session
 from digitq.client.report import SavedReport
 from digitq.common.schemas import EvaluateResult, PredictSummary
 
@@ -173,11 +173,15 @@ class Cli:
         self.runner = CliRunner()
 
     def __call__(self, *args: str):
-        return self.runner.invoke(app, list(args), env={"COLUMNS": "200"})
+        return self.runner.invoke(app, list(args))
 
 
 @pytest.fixture
 def cli(monkeypatch) -> Cli:
+    """The CLI against a FakeClient, its tables drawn 80 columns wide whatever terminal (or none)
+    runs the tests: the consoles are made at import, so COLUMNS set later would not reach them."""
+    for console in (output.out, output.err):
+        monkeypatch.setattr(console, "_width", 80)
     fake = FakeClient()
     monkeypatch.setattr(session, "get_client", lambda quiet=False: fake)
     return Cli(fake)
