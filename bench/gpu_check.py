@@ -31,7 +31,6 @@ import dataclasses
 import json
 import math
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -60,10 +59,6 @@ TARGETS = (0.990, 0.995)
 
 EVAL_BATCH = 1024
 """Images per `predict` step when evaluating after each epoch (the worker's PREDICT_BATCH)."""
-
-
-class TimeUp(BaseException):
-    """The check's time budget ran out (a BaseException: no library's `except Exception` may swallow it)."""
 
 
 @dataclasses.dataclass
@@ -195,10 +190,11 @@ def scaled_lr(hp, batch: int) -> float:
     return hp.learning_rate * math.sqrt(batch / hp.batch_size)
 
 
-def train_run(ds, request, run: RunResult, deadline: float):
+def train_run(ds, request, run: RunResult, deadline: float, on_epoch=lambda: None):
     """Train the recipe at `run.batch` (global) and `run.precision`, evaluating after every epoch
-    into `run.epochs`; stop early (`run.status` says so) when the next epoch would not end before
-    `deadline`. Returns the trained model."""
+    into `run.epochs` (then calling `on_epoch()`); stop early (`run.status` says so) when the next
+    epoch would not end before `deadline`, or in the middle of one that runs past it. Returns the
+    trained model."""
     import keras
     import numpy as np
 
@@ -226,6 +222,18 @@ def train_run(ds, request, run: RunResult, deadline: float):
     one_hot = np.eye(10, dtype=np.float32)[ds.train.y]
     order_rng = np.random.default_rng(request.seed)
     test_x = ds.test.x[..., None]
+
+    class Deadline(keras.callbacks.Callback):
+        """Ends `fit` at the first step that starts past the deadline (the check's last resort;
+        nothing interrupts a step or XLA's compilation, gpu_check.sh's hard limit aside). A batch
+        *begin* hook: one on batch end would make Keras fetch every step's logs to the host,
+        waiting for the device each step."""
+
+        def on_train_batch_begin(self, batch, logs=None):
+            if time.monotonic() > deadline:
+                self.model.stop_training = True
+
+    deadline_callback = Deadline()
     elapsed = 0.0
     for epoch in range(request.epochs):
         last = run.epochs[-1]["seconds"] + run.epochs[-1]["eval_s"] if run.epochs else 0.0
@@ -237,8 +245,12 @@ def train_run(ds, request, run: RunResult, deadline: float):
         x, y = ds.train.x[order][..., None], one_hot[order]
         if shift is not None:
             x = shift(x)
-        model.fit(x, y, batch_size=batch, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0)
+        model.fit(x, y, batch_size=batch, epochs=epoch + 1, initial_epoch=epoch, shuffle=False, verbose=0,
+                  callbacks=[deadline_callback])
         seconds = time.perf_counter() - t
+        if model.stop_training:
+            run.status = f"interrupted in epoch {epoch + 1} of {request.epochs}: time budget"
+            break
         elapsed += seconds
         t = time.perf_counter()
         probs = model.predict(test_x, batch_size=EVAL_BATCH, verbose=0)
@@ -247,6 +259,7 @@ def train_run(ds, request, run: RunResult, deadline: float):
                            "test_accuracy": accuracy, "eval_s": round(time.perf_counter() - t, 3)})
         print(f"  batch {batch} {precision}: epoch {epoch + 1} {seconds:.2f} s, test accuracy {accuracy:.4f}",
               flush=True)
+        on_epoch()
     if run.status == "running":
         run.status = "done"
     return model
@@ -311,10 +324,6 @@ def write_json(report: dict, path: Path | None) -> list[Path]:
 # --- main -------------------------------------------------------------------------------------
 
 
-def _alarm(signum, frame):
-    raise TimeUp("time budget")
-
-
 def main(argv=None) -> int:
     started = time.monotonic()
     args = parse_args(argv)
@@ -343,37 +352,33 @@ def main(argv=None) -> int:
           f"digitq from {source}", flush=True)
     images = infer_images(ds, max(args.infer_batches))
     runs = [RunResult(b, p, scaled_lr(hp, b)) for b in args.batches for p in args.precisions]
-    signal.signal(signal.SIGALRM, _alarm)
-    # The last resort, armed only now (an alarm inside an import could be swallowed there): the
-    # loops below stop themselves before it, unless one epoch or compilation runs far too long.
-    signal.alarm(max(math.ceil(deadline - time.monotonic()) + 5, 1))
-    try:
-        for run in runs:
-            if run is not runs[0] and time.monotonic() + 10 > deadline:
-                run.status = "skipped: time budget"
-                continue
-            model = train_run(ds, request, run, deadline)
-            if run.batch == hp.batch_size:
-                for b in args.infer_batches:
-                    if time.monotonic() + 3 * INFER_SECONDS > deadline:
-                        break
-                    run.inference[str(b)] = round(inference_speed(model, images, b), 1)
-            del model
-            keras.backend.clear_session()
-    except TimeUp:
-        for run in runs:
-            run.status = {"running": "interrupted: time budget", "not run": "skipped: time budget"}.get(
-                run.status, run.status)
-    finally:
-        signal.alarm(0)
-    report["runs"] = [run.to_dict(len(ds.train)) for run in runs]
-    if any(run.status != "done" for run in runs):
-        report.update(complete=False, stopped="time budget")
-    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    for run in runs:
+        if run is not runs[0] and time.monotonic() + 10 > deadline:
+            run.status = "skipped: time budget"
+            continue
+        model = train_run(ds, request, run, deadline, on_epoch=lambda: _save(report, runs, started, args.out))
+        if run.batch == hp.batch_size:
+            for b in args.infer_batches:
+                if time.monotonic() + 3 * INFER_SECONDS > deadline:
+                    break
+                run.inference[str(b)] = round(inference_speed(model, images, b), 1)
+        del model
+        keras.backend.clear_session()
+    paths = _save(report, runs, started, args.out)
     print(format_table(report), flush=True)
-    for path in write_json(report, args.out):
+    for path in paths:
         print(f"JSON: {path}")
     return 0
+
+
+def _save(report: dict, runs: list, started: float, out: Path | None) -> list[Path]:
+    """Bring `report` up to date with `runs` and write its JSON (after every epoch too, so that
+    gpu_check.sh's hard limit, if it ever strikes, still leaves the epochs done)."""
+    report["runs"] = [run.to_dict(report["config"]["train_images"]) for run in runs]
+    stopped = [run.status for run in runs if run.status not in ("done", "running", "not run")]
+    report.update(complete=not stopped and all(run.status == "done" for run in runs),
+                  stopped="time budget" if stopped else "", elapsed_s=round(time.monotonic() - started, 1))
+    return write_json(report, out)
 
 
 if __name__ == "__main__":
