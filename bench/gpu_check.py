@@ -109,8 +109,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's (TrainRequest's)")
     p.add_argument("--train-size", type=int, default=None)
     p.add_argument("--test-size", type=int, default=None)
-    p.add_argument("--batches", default=None, help=f"comma-separated global batches (default {BATCHES})")
-    p.add_argument("--precisions", default=None, help=f"comma-separated, of {PRECISIONS}")
+    p.add_argument("--batches", default=None,
+                   help=f"comma-separated global batches (default {','.join(map(str, BATCHES))})")
+    p.add_argument("--precisions", default=None, help=f"comma-separated (default {','.join(PRECISIONS)})")
     p.add_argument("--budget-s", type=float, default=BUDGET_S, help="stop within this many seconds")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
