@@ -14,12 +14,13 @@
 #
 # keras 3.15's Requires-Dist is absl-py, numpy, rich, namex, h5py, optree, ml-dtypes, packaging:
 # only namex (pure Python) and optree (a compiled wheel, hence the cp312/manylinux flags) are
-# missing there. Then, from the session whose checkout this is, one device call:
+# missing there; optree's own need, typing-extensions, is there. Then, from the session whose
+# checkout this is, one device call (the tree, .mnist and .whl come to about 16 MB):
 #
 #   run(command="bash bench/gpu_check.sh", carry=[".mnist", ".whl"], timeout_s=330)
 #
 # and give the machine back afterwards. Arguments go to gpu_check.py (e.g. --quick for a smoke
-# run, --budget-s). Anywhere with JAX and the worker extra, `python bench/gpu_check.py --quick`
+# run, --budget-s). Anywhere with JAX and Keras, `python bench/gpu_check.py --quick`
 # runs the same code on the CPU (tests/unit/test_gpu_check.py does).
 set -euo pipefail
 cd "$(dirname "$0")/.."
