@@ -11,6 +11,10 @@ on. "shift" moves by whole pixels, which needs no interpolation at all.
 
 It lives in the input pipeline, not in the model, so the saved model stays a plain classifier.
 The fill value 0 is MNIST's background.
+
+`make_augmenter` works on TensorFlow tensors (the worker's tf.data path). The default "shift"
+also has a NumPy twin, `make_numpy_shifter`, for in-memory training on any Keras backend
+(bench/gpu_check.py under JAX): the same offsets give the same pixels.
 """
 
 from __future__ import annotations
@@ -92,6 +96,37 @@ def make_augmenter(kind: str, seed: int, affine: Affine = AFFINE, elastic: Elast
         return _warp(images, random_inverse_affine(images), field)
 
     return {"shift": shift, "affine": random_affine, "elastic": random_elastic}[kind]
+
+
+def shift_images(images, offsets, pixels: int = SHIFT_PIXELS):
+    """`images` (NumPy, N x H x W x C, any dtype) each moved by whole pixels, without TensorFlow:
+    image i by offsets[i] = (dx, dy), |dx|, |dy| <= `pixels`; what moves in is 0.
+
+    The same pixels as make_augmenter("shift")'s transform with the same offsets
+    (tests/unit/test_backend_augment.py). One gather from a zero-padded copy.
+    """
+    import numpy as np
+
+    n, height, width = images.shape[:3]
+    offsets = np.asarray(offsets, dtype=np.int64)
+    padded = np.pad(images, ((0, 0), (pixels, pixels), (pixels, pixels)) + ((0, 0),) * (images.ndim - 3))
+    rows = np.arange(height)[None, :] - offsets[:, 1:2] + pixels  # output row y reads input row y - dy
+    cols = np.arange(width)[None, :] - offsets[:, 0:1] + pixels
+    return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def make_numpy_shifter(seed: int, pixels: int = SHIFT_PIXELS) -> Callable:
+    """The default augmentation ("shift") on NumPy batches: offsets drawn uniformly from
+    -pixels..pixels per axis and image, from a generator seeded with `seed`. (The draws differ
+    from TensorFlow's generator in `make_augmenter`; their distribution is the same.)"""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+
+    def shift(images):
+        return shift_images(images, rng.integers(-pixels, pixels + 1, size=(len(images), 2)), pixels)
+
+    return shift
 
 
 def _inverse_affine(angle, shear, scale, offsets, height: int, width: int):

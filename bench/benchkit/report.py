@@ -40,6 +40,11 @@ INTRO = ["# digitq benchmarks", "",
 """The report's fixed introduction: what the suite does, how to rerun it, what it needs."""
 
 
+GPU_NOTES = Path(__file__).resolve().parent.parent / "gpu_check.md"
+"""Hand-written, appended as the report's last section: the GPU check (bench/gpu_check.sh, run on a
+GPU machine, not by the suite) and the JAX-worker decision."""
+
+
 def render_report(run, base: Path) -> str:
     """BENCHMARKS.md from a run (args, machine, results, timings, plot_files, elapsed()); plot links relative
     to base, the report's folder."""
@@ -53,6 +58,8 @@ def render_report(run, base: Path) -> str:
     L += INTRO + _machine(run) + _summary(R)
     for number, name in enumerate(REPORT_ORDER, 1):
         L += _section(run, number, SECTIONS[name], base)
+    if GPU_NOTES.is_file():
+        L += GPU_NOTES.read_text().rstrip("\n").splitlines() + [""]
     return "\n".join(L).rstrip() + "\n"
 
 
