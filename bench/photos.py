@@ -12,7 +12,7 @@ digit), so a rerun writes the same files byte for byte.
 
     python bench/photos.py render OUT -n 200                     # OUT/<style>/<0..9>/<index>.<ext>
     python bench/photos.py run --model digits -n 200 --out bench/results/photos
-        # renders under $DIGITQ_DATA_DIR/photos-bench, classifies each style with
+        # renders under $DIGITQ_HOME/photos-bench, classifies each style with
         # `digitq predict --recursive --format json`, reads the same model's MNIST-test accuracy
         # with `digitq evaluate --json`, writes photos.json, photos.md and worst.png
         # (the worst cases: photo and cleaned-up 28x28 side by side)
@@ -190,8 +190,9 @@ def render(digit: np.ndarray, style: Style, seed: int) -> tuple[bytes, str]:
     h, w = frame
     pen_px = digit_px * rng.uniform(*style.pen)
     coverage = pen_stroke(digit, digit_px, pen_px)
-    top = int(rng.integers(0, h - digit_px + 1)) if style.small_on_page else (h - digit_px) // 2 + int(rng.integers(-h // 12, h // 12 + 1))
-    left = int(rng.integers(0, w - digit_px + 1)) if style.small_on_page else (w - digit_px) // 2 + int(rng.integers(-w // 12, w // 12 + 1))
+    inside = digit_px // 3  # a photographer keeps the digit inside the frame
+    top = int(rng.integers(inside, h - digit_px - inside + 1)) if style.small_on_page else (h - digit_px) // 2 + int(rng.integers(-h // 12, h // 12 + 1))
+    left = int(rng.integers(inside, w - digit_px - inside + 1)) if style.small_on_page else (w - digit_px) // 2 + int(rng.integers(-w // 12, w // 12 + 1))
     top, left = min(max(top, 0), h - digit_px), min(max(left, 0), w - digit_px)
     mask = np.zeros((h, w), np.float32)
     mask[top : top + digit_px, left : left + digit_px] = coverage
@@ -317,7 +318,8 @@ def worst_sheet(cases: list[tuple[Path, dict]], path: Path, cols: int = 6, cell:
 def run(args) -> None:
     data_dir = Path(os.environ.get("DIGITQ_DATA_DIR") or REPO.parent / "shared" / "data")
     images, labels = load_mnist_test(data_dir)
-    root = Path(args.images) if args.images else data_dir / "photos-bench"
+    home = os.environ.get("DIGITQ_HOME")
+    root = Path(args.images) if args.images else (Path(home) if home else data_dir) / "photos-bench"
     styles = [s for s in STYLES if not args.only or s.name in args.only]
     if not args.reuse:
         started = time.perf_counter()
@@ -368,7 +370,7 @@ def main(argv=None) -> None:
     p.add_argument("-n", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", nargs="*", choices=STYLE_NAMES)
-    p.add_argument("--images", help="where the styles' folders go (default $DIGITQ_DATA_DIR/photos-bench)")
+    p.add_argument("--images", help="where the styles' folders go (default $DIGITQ_HOME/photos-bench, else $DIGITQ_DATA_DIR/photos-bench)")
     p.add_argument("--reuse", action="store_true", help="classify the images already there, do not render")
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "photos"))
     p.add_argument("--label", default="this clean-up", help="the accuracy column's heading")

@@ -38,9 +38,24 @@ photo then costs a few MB beyond the decoded grey image (today's 40 MB)."""
 BACKGROUND_SIDE = 160
 """Longer side, in pixels, of the thumbnail the background is estimated on."""
 
-BACKGROUND_KERNEL = 0.2
-"""Size of the opening that removes the ink from the thumbnail, as a share of its longer side
-(33 px of 160): wider than a marker stroke on a tight crop, narrower than a shadow's edge."""
+BACKGROUND_KERNEL = 0.25
+"""Size of the closing (dark ink) or opening (light ink) that removes the ink from the
+thumbnail, as a share of its longer side (41 px of 160): wider than a marker stroke on a
+tight crop."""
+
+SHADOW_KERNEL = 0.07
+"""Size of the narrow closing, as a share of the thumbnail's longer side (11 px of 160): wider
+than a pen's stroke, narrow enough to follow a shadow that only clips a corner of the frame."""
+
+MARKER_DEPTH = 0.5
+"""Where the narrow closing's paper is darker than this share of the wide one's, the narrow
+kernel sat inside a marker stroke (ink takes 60-90% of the light, a shadow 20-50%): the wide
+one's paper is used there."""
+
+POLARITY_KERNEL = 0.5
+"""Size of the median filter whose differences decide the ink's side, as a share of the
+thumbnail's longer side: wider than a marker digit's loops, which a narrower median takes
+for paper (and the paper inside them for light ink)."""
 
 NOISE_SIGMAS = 6.0
 """A pixel's contrast must exceed this many noise standard deviations (from the median
@@ -70,6 +85,11 @@ clusters near the digit with less than this share of its ink do not join it."""
 
 NEAR = 0.25
 """Clusters within this share of the digit's size from its box join it."""
+
+BORDER_WEIGHT = 0.1
+"""A cluster's ink counts this much less per side of the frame it touches: the remains of a
+shadow narrower than the background's kernel, or of the page's edge, run into the frame's
+edge, a photographed digit rarely does (but wins if it is all there is)."""
 
 MIN_DIGIT = 0.02
 """The digit's box must be at least this share of the frame's longer side (and 6 px): a
@@ -160,15 +180,25 @@ def _background(work: np.ndarray) -> tuple[np.ndarray, bool]:
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     thumb = c.resize(work, size, interpolation=c.INTER_AREA) if scale < 1 else work
     k = max(3, int(round(BACKGROUND_KERNEL * max(size))) | 1)
-    median = c.medianBlur(thumb, min(k, 255)) if min(size) >= 2 else thumb
+    wide = max(3, int(round(POLARITY_KERNEL * max(size))) | 1)
+    median = c.medianBlur(thumb, min(wide, 255)) if min(size) >= 2 else thumb
     residual = thumb.astype(np.float32) - median
     spread = 4 * 1.4826 * float(np.median(np.abs(residual))) + 2
     dark_energy = float(np.sum(np.clip(-residual - spread, 0, None) ** 2))
     light_energy = float(np.sum(np.clip(residual - spread, 0, None) ** 2))
     dark_ink = dark_energy >= light_energy
-    kernel = c.getStructuringElement(c.MORPH_ELLIPSE, (k, k))
-    paper = c.morphologyEx(thumb, c.MORPH_CLOSE if dark_ink else c.MORPH_OPEN, kernel, borderType=c.BORDER_REPLICATE)
-    paper = c.GaussianBlur(paper.astype(np.float32), (0, 0), 1.0, borderType=c.BORDER_REPLICATE)
+    # In the dark-ink domain (light ink inverted), a closing removes what is darker and narrower
+    # than its kernel. The narrow one follows shadows; the wide one also removes marker strokes
+    # wider than the narrow kernel, recognised by their depth: far darker than a shadow.
+    dark = thumb if dark_ink else 255 - thumb
+    narrow = max(3, int(round(SHADOW_KERNEL * max(size))) | 1)
+    close = lambda side: c.morphologyEx(dark, c.MORPH_CLOSE, c.getStructuringElement(c.MORPH_ELLIPSE, (side, side)),
+                                        borderType=c.BORDER_REPLICATE).astype(np.float32)
+    paper, wide_paper = close(narrow), close(k)
+    paper = np.where(paper < MARKER_DEPTH * wide_paper, wide_paper, paper)
+    paper = c.GaussianBlur(paper, (0, 0), 1.0, borderType=c.BORDER_REPLICATE)
+    if not dark_ink:
+        paper = 255 - paper
     if scale < 1:
         paper = c.resize(paper, (width, height), interpolation=c.INTER_LINEAR)
     return paper, dark_ink
@@ -252,8 +282,9 @@ def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float):
         w, h = max(1, w), max(1, h)
         if max(w, h) / min(w, h) > 8:  # a line's remains
             scores[index] *= 0.1
-        if (left <= gap) + (top <= gap) + (left + w + gap >= width) + (top + h + gap >= height) >= 2:
-            scores[index] *= 0.3  # the edge of the page or of a shadow
+        touches = (left <= gap) + (top <= gap) + (left + w + gap >= width) + (top + h + gap >= height)
+        if touches:  # the edge of the page or of a shadow; a photographed digit lies inside the frame
+            scores[index] *= BORDER_WEIGHT ** touches
     best = int(np.argmax(scores))
     if best == 0 or scores[best] <= 0:
         raise ImageError("no ink found (the image is blank or has too little contrast)")
