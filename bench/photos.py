@@ -16,6 +16,8 @@ digit), so a rerun writes the same files byte for byte.
         # `digitq predict --recursive --format json`, reads the same model's MNIST-test accuracy
         # with `digitq evaluate --json`, writes photos.json, photos.md and worst.png
         # (the worst cases: photo and cleaned-up 28x28 side by side)
+    python bench/photos.py timing --old /tmp/images_old.py    # preprocessing us/image, against
+        # an older clean-up (git show 024c953:common/images.py > /tmp/images_old.py)
 
 Never reads MNIST's training files: only t10k-images/labels from $DIGITQ_DATA_DIR/mnist.
 """
@@ -357,6 +359,64 @@ def run(args) -> None:
     worst_sheet([(file, row) for _, file, row in wrong[: args.worst]], out / "worst.png")
 
 
+def _load_module(path: str | None):
+    """digitq.common.images, or the images.py at `path` (e.g. an older version, kept aside)."""
+    if not path:
+        from digitq.common import images
+
+        return images
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("images_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def timing(args) -> None:
+    """Preprocessing time per image, `load_images` (what `digitq predict` runs) and `load_image`,
+    of this clean-up against another images.py, interleaved in one process (median of repeats):
+    28x28 MNIST PNGs, and MNIST digits enlarged to 64-280 px dark on white (clean scans)."""
+    import tempfile
+
+    data_dir = Path(os.environ.get("DIGITQ_DATA_DIR") or REPO.parent / "shared" / "data")
+    images, _ = load_mnist_test(data_dir)
+    modules = {"new": _load_module(None)}
+    if args.old:
+        modules["old"] = _load_module(args.old)
+    rng = np.random.default_rng(0)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        sets = {"mnist-28px-png": [], "scan-64-280px-png": []}
+        for index in range(args.n):
+            path = Path(tmp) / f"m{index:05d}.png"
+            Image.fromarray(255 - images[index]).save(path)
+            sets["mnist-28px-png"].append(path)
+            side = int(rng.integers(64, 281))
+            path = Path(tmp) / f"s{index:05d}.png"
+            Image.fromarray(255 - images[index]).resize((side, side), Image.Resampling.BICUBIC).save(path)
+            sets["scan-64-280px-png"].append(path)
+        for name, paths in sets.items():
+            for module in modules.values():  # warm-up: imports (OpenCV on first use), caches
+                module.load_images(paths[:50])
+                [module.load_image(p) for p in paths[:50]]
+            times = {(label, how): [] for label in modules for how in ("load_images", "load_image")}
+            for _ in range(args.repeats):
+                for label, module in modules.items():
+                    started = time.perf_counter()
+                    module.load_images(paths)
+                    times[label, "load_images"].append((time.perf_counter() - started) / len(paths))
+                    started = time.perf_counter()
+                    for p in paths:
+                        module.load_image(p)
+                    times[label, "load_image"].append((time.perf_counter() - started) / len(paths))
+            results[name] = {f"{label} {how}": float(np.median(v)) * 1e6 for (label, how), v in times.items()}
+    print(f"| images ({args.n} each) | " + " | ".join(f"{k} (us/image)" for k in next(iter(results.values()))) + " |")
+    print("| --- |" + " ---: |" * len(next(iter(results.values()))))
+    for name, row in results.items():
+        print(f"| {name} | " + " | ".join(f"{v:.0f}" for v in row.values()) + " |")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -376,8 +436,14 @@ def main(argv=None) -> None:
     p.add_argument("--label", default="this clean-up", help="the accuracy column's heading")
     p.add_argument("--worst", type=int, default=48, help="cases on the worst-cases sheet")
     p.add_argument("--no-mnist", action="store_true", help="skip the MNIST-test evaluation")
+    p = sub.add_parser("timing", help="preprocessing time per image, this clean-up against --old")
+    p.add_argument("--old", help="an older images.py to compare with, e.g. from `git show REV:common/images.py`")
+    p.add_argument("-n", type=int, default=1000, help="images per set")
+    p.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    if args.command == "render":
+    if args.command == "timing":
+        timing(args)
+    elif args.command == "render":
         data_dir = Path(os.environ.get("DIGITQ_DATA_DIR") or REPO.parent / "shared" / "data")
         images, labels = load_mnist_test(data_dir)
         styles = [s for s in STYLES if not args.only or s.name in args.only]

@@ -72,6 +72,14 @@ LINE_SPAN = 0.85
 """A straight line is a printed ruled or grid line if it spans this share of the frame (in
 its direction) or more; a digit's own stroke, with the margin around a digit, never does."""
 
+LINE_GAP = 0.12
+"""Gaps in a line (faint stretches below the ink threshold), as a share of the frame's shorter
+side, that the line detector bridges."""
+
+LINE_REACH = 3
+"""Pixels either side of a detected line's centre that are erased with it (a blurred printed
+line is 2-6 px wide; the detector's segments wander by a pixel or two)."""
+
 LINE_ANGLE = 20.0
 """Printed lines are within this many degrees of horizontal or vertical (tilted photos)."""
 
@@ -87,9 +95,10 @@ NEAR = 0.25
 """Clusters within this share of the digit's size from its box join it."""
 
 BORDER_WEIGHT = 0.1
-"""A cluster's ink counts this much less per side of the frame it touches: the remains of a
-shadow narrower than the background's kernel, or of the page's edge, run into the frame's
-edge, a photographed digit rarely does (but wins if it is all there is)."""
+"""A cluster's ink counts this much less if it reaches the frame's edge, and this much less
+again if it runs along it (for a fifth of its size or more): the remains of a shadow narrower
+than the background's kernel, or of the page's edge, do; a photographed digit rarely does (but
+wins if it is all there is)."""
 
 MIN_DIGIT = 0.02
 """The digit's box must be at least this share of the frame's longer side (and 6 px): a
@@ -224,9 +233,9 @@ def _remove_lines(mask: np.ndarray) -> np.ndarray:
     """`mask` (bool 2-D) without the printed lines crossing the frame.
 
     Lines: probabilistic Hough segments within LINE_ANGLE of horizontal (or vertical) spanning
-    LINE_SPAN of the frame's width (or height). Erased: the ink within 2 px of a segment, except
-    where the ink runs across the line for longer than the line is thick, which is a stroke
-    crossing it (or a stroke lying along it, thicker than the line).
+    LINE_SPAN of the frame's width (or height). Erased: the ink within LINE_REACH px of a segment, except
+    where the ink runs across the line for longer than the line is thick (the run half of the
+    band's ink reaches): a stroke crossing it, or lying along it and thicker together.
     """
     c = cv2()
     height, width = mask.shape
@@ -234,8 +243,8 @@ def _remove_lines(mask: np.ndarray) -> np.ndarray:
     if side < 24:
         return mask
     binary = mask.astype(np.uint8)
-    segments = c.HoughLinesP(binary, 1, math.pi / 180, threshold=max(10, int(0.3 * side)),
-                             minLineLength=int(LINE_SPAN * 0.6 * side), maxLineGap=max(3, int(0.06 * side)))
+    segments = c.HoughLinesP(binary, 1, math.pi / 180, threshold=max(10, int(0.25 * side)),
+                             minLineLength=int(0.5 * side), maxLineGap=max(3, int(LINE_GAP * side)))
     if segments is None:
         return mask
     across = {"h": np.zeros_like(binary), "v": np.zeros_like(binary)}
@@ -249,10 +258,13 @@ def _remove_lines(mask: np.ndarray) -> np.ndarray:
     for direction, lines in across.items():
         if not lines.any():
             continue
-        band = c.dilate(lines, np.ones((3, 3), np.uint8)) & binary
-        thick = int(np.clip(round(3 * float(band.sum()) / float(lines.sum())), 1, 12))
-        kernel = np.ones((thick + 3, 1) if direction == "h" else (1, thick + 3), np.uint8)
-        strokes = c.morphologyEx(binary, c.MORPH_OPEN, kernel)  # ink running across the line for longer
+        band = c.dilate(lines, np.ones((2 * LINE_REACH + 1, 2 * LINE_REACH + 1), np.uint8)) & binary
+        across = lambda length: np.ones((length, 1) if direction == "h" else (1, length), np.uint8)
+        # The lines' thickness: the run across them that half of the band's ink reaches.
+        total, thick = float(band.sum()), 1
+        while thick < 2 * LINE_REACH + 3 and float((c.morphologyEx(band, c.MORPH_OPEN, across(thick + 1))).sum()) >= total / 2:
+            thick += 1
+        strokes = c.morphologyEx(binary, c.MORPH_OPEN, across(thick + 2))  # ink running across for longer
         cleaned &= 1 - (band & (1 - strokes))
     return cleaned.astype(bool)
 
@@ -274,20 +286,26 @@ def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float):
     grown = c.dilate(binary, np.ones((2 * gap + 1, 2 * gap + 1), np.uint8))  # a square: separable, fast
     count, labels, stats, _ = c.connectedComponentsWithStats(grown, connectivity=8)
     mass = np.bincount(labels[mask], weights=contrast[mask] - floor, minlength=count)
-    boxes = stats[:, :4].astype(np.int64) + np.array([gap, gap, -2 * gap, -2 * gap])  # the ink's own boxes
+    boxes = stats[:, :4].astype(np.int64) + np.array([gap, gap, -2 * gap, -2 * gap])  # about the ink's own boxes
+    # Ink pixels on the frame's edge, per cluster: a shadow's or a page's edge runs along it.
+    edge = np.concatenate((labels[0][mask[0]], labels[-1][mask[-1]], labels[:, 0][mask[:, 0]], labels[:, -1][mask[:, -1]]))
+    contact = np.bincount(edge, minlength=count)
     scores = mass.copy()
     scores[0] = 0
     for index in range(1, count):
         left, top, w, h = (int(v) for v in boxes[index])
         w, h = max(1, w), max(1, h)
+        if max(w, h) < max(6, MIN_DIGIT * max(height, width)):  # a speck: never the digit
+            scores[index] = 0
         if max(w, h) / min(w, h) > 8:  # a line's remains
             scores[index] *= 0.1
-        touches = (left <= gap) + (top <= gap) + (left + w + gap >= width) + (top + h + gap >= height)
-        if touches:  # the edge of the page or of a shadow; a photographed digit lies inside the frame
-            scores[index] *= BORDER_WEIGHT ** touches
+        if contact[index]:  # a photographed digit lies inside the frame
+            scores[index] *= BORDER_WEIGHT
+            if contact[index] >= 0.2 * max(w, h):  # along the edge, not just reaching it
+                scores[index] *= BORDER_WEIGHT
     best = int(np.argmax(scores))
     if best == 0 or scores[best] <= 0:
-        raise ImageError("no ink found (the image is blank or has too little contrast)")
+        raise ImageError("no ink found (only specks, lines or shading; no digit)")
     # Clusters near the digit's box, with enough ink, join it (a five's bar, a six's hook).
     chosen = [best]
     left, top, w, h = (int(v) for v in boxes[best])
@@ -313,8 +331,6 @@ def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float):
     kept = np.isin(labels[box], chosen) & mask[box]
     rows, cols = np.nonzero(kept)
     top, bottom, left, right = top + rows.min(), top + rows.max() + 1, left + cols.min(), left + cols.max() + 1
-    if max(bottom - top, right - left) < max(6, MIN_DIGIT * max(height, width)):
-        raise ImageError("no ink found (only specks, lines or shading; no digit)")
     kept = kept[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     pieces, piece_labels, piece_stats, _ = c.connectedComponentsWithStats(kept.astype(np.uint8), connectivity=8)
     if pieces > 2:
