@@ -13,8 +13,9 @@ digit), so a rerun writes the same files byte for byte.
     python bench/photos.py render OUT -n 200                     # OUT/<style>/<0..9>/<index>.<ext>
     python bench/photos.py run --model digits -n 200 --out bench/results/photos
         # renders under $DIGITQ_HOME/photos-bench, classifies each style with
-        # `digitq predict --recursive --format json`, reads the same model's MNIST-test accuracy
-        # with `digitq evaluate --json`, writes photos.json, photos.md and worst.png
+        # `digitq predict --recursive --format json`, and the same digits as plain 28x28 PNGs;
+        # reads the same model's MNIST-test accuracy with `digitq evaluate --json`; writes
+        # photos.json, photos.md and worst.png
         # (the worst cases: photo and cleaned-up 28x28 side by side)
     python bench/photos.py timing --old /tmp/images_old.py    # preprocessing us/image, against
         # an older clean-up (git show 024c953:common/images.py > /tmp/images_old.py)
@@ -331,6 +332,14 @@ def run(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, wrong = {}, []
+    # The same digits as MNIST itself has them (28x28 PNGs, dark on white): what each style is held to.
+    plain = root / "mnist-png"
+    if not args.reuse or not plain.is_dir():
+        shutil.rmtree(plain, ignore_errors=True)
+        for index in range(args.n):
+            (plain / str(labels[index])).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(255 - images[index]).save(plain / str(labels[index]) / f"{index:05d}.png")
+    same_digits = score(predict_style(plain, args.model, out / "mnist-png.jsonl"))
     for style in styles:
         started = time.perf_counter()
         rows = predict_style(root / style.name, args.model, out / f"{style.name}.jsonl")
@@ -345,11 +354,13 @@ def run(args) -> None:
     mnist = None if args.no_mnist else mnist_accuracy(args.model)
     total = sum(r["right"] for r in results.values()) / max(1, sum(r["n"] for r in results.values()))
     report = {"model": args.model, "n_per_style": args.n, "seed": args.seed, "mnist_test_accuracy": mnist,
-              "all_photos_accuracy": total, "styles": results, "label": args.label}
+              "same_digits_accuracy": same_digits, "all_photos_accuracy": total, "styles": results, "label": args.label}
     (out / "photos.json").write_text(json.dumps(report, indent=1) + "\n")
     lines = [f"| style | accuracy ({args.label}) | failed |", "| --- | ---: | ---: |"]
     if mnist is not None:
-        lines.append(f"| MNIST test set | {mnist * 100:.2f}% | |")
+        lines.append(f"| MNIST test set (10,000) | {mnist * 100:.2f}% | |")
+    lines.append(f"| the same {args.n} MNIST test digits as 28x28 PNGs | {same_digits['accuracy'] * 100:.2f}% | "
+                 f"{same_digits['failed']} |")
     for name, r in results.items():
         lines.append(f"| {name} | {r['accuracy'] * 100:.1f}% | {r['failed']} |")
     lines.append(f"| all photos | {total * 100:.2f}% | |")
