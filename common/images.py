@@ -13,6 +13,13 @@ grey (`_to_gray`), find the background and the ink and stretch them to 0 and 255
 dark-on-light images (`_stretch_ink`), crop (`_find_ink_box`), scale (`_fit_digit_box`),
 centre (`_centre_on_canvas`).
 
+That is the clean path, for scans, exports and MNIST-like files (`is_clean`: at most
+CLEAN_MAX_PIXELS, with an even 1-pixel border). Photos of paper (uneven light, shadows, ruled
+or squared lines, specks, a small digit on a large page) take `photos.photo_ink` instead of
+the stretch and the crop. On both paths `photos.normalise_stroke` then brings strokes much
+thinner or thicker than MNIST's to MNIST's width (crops over 40 px only: MNIST-sized crops
+are never touched), before the scaling and centring above.
+
 Grey levels are kept as uint8 through the whole-image steps and the level changes are
 256-entry lookup tables, applied in blocks of rows: a 40-megapixel photo then costs 40 MB per
 copy, not 160 MB. The level statistics come from a 256-bin histogram and the sorted 1-pixel
