@@ -334,11 +334,10 @@ def run(args) -> None:
     results, wrong = {}, []
     # The same digits as MNIST itself has them (28x28 PNGs, dark on white): what each style is held to.
     plain = root / "mnist-png"
-    if not args.reuse or not plain.is_dir():
-        shutil.rmtree(plain, ignore_errors=True)
-        for index in range(args.n):
-            (plain / str(labels[index])).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(255 - images[index]).save(plain / str(labels[index]) / f"{index:05d}.png")
+    shutil.rmtree(plain, ignore_errors=True)  # rewritten every run (a second): always the first n digits
+    for index in range(args.n):
+        (plain / str(labels[index])).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(255 - images[index]).save(plain / str(labels[index]) / f"{index:05d}.png")
     same_digits = score(predict_style(plain, args.model, out / "mnist-png.jsonl"))
     for style in styles:
         started = time.perf_counter()
