@@ -124,6 +124,14 @@ CLEAN_MAX_PIXELS = 512 * 512
 `is_clean`): scans and crops of one digit. Larger images are photos of paper and always go
 through the photo clean-up (`digitq.common.photos`), which first shrinks them."""
 
+MNIST_PIXELS_SIDE = 64
+"""Side (pixels) up to which an image is MNIST-sized: its clean path is never second-guessed."""
+
+CLEAN_MIN_CROP = 0.1
+"""On the clean path, an image larger than MNIST_PIXELS_SIDE whose ink crop is under this share
+of its longer side goes to the photo clean-up instead: what was found is a speck or the
+darkest grains of a stroke too faint for INK_CONTRAST (pencil on grey paper)."""
+
 CLEAN_BORDER_INK = 0.1
 """Share of the border of an image up to BATCH_IMAGE_PIXELS (MNIST-sized) that may be ink and
 still take the clean path: 103 of MNIST's 10,000 test digits touch the 28x28 border."""
@@ -302,6 +310,11 @@ def _digit_from_gray(pixels: np.ndarray) -> np.ndarray:
         ink = _stretch_ink(pixels, border)
         top, bottom, left, right = _find_ink_box(ink)
         crop = ink[top : bottom + 1, left : right + 1]
+        if max(pixels.shape) > MNIST_PIXELS_SIDE and max(crop.shape) < CLEAN_MIN_CROP * max(pixels.shape):
+            # A speck passed for the ink (faint pencil under INK_CONTRAST): the photo clean-up
+            # looks closer; if it finds no digit either, the speck it is.
+            with contextlib.suppress(ImageError):
+                crop = photos.photo_ink(pixels)
     else:
         crop = photos.photo_ink(pixels)
     return _centre_on_canvas(_fit_digit_box(photos.normalise_stroke(crop)))

@@ -443,9 +443,11 @@ def normalise_stroke(crop: np.ndarray) -> np.ndarray:
     target = STROKE_TARGET[0] if in_box < low else STROKE_TARGET[1]
     scale = FINE_SIDE / longer
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # The grey levels keep a thin stroke's ink where a threshold breaks it into dots.
-    coverage = c.resize(np.minimum(crop.astype(np.float32) * (2.0 / peak), 1.0), size,
-                        interpolation=c.INTER_AREA if scale < 1 else c.INTER_LINEAR)
+    # The grey levels keep a thin stroke's ink where a threshold breaks it into dots; levels
+    # under a quarter of the peak (paper noise, faint shading in a clean-path crop) count as none.
+    levels = crop.astype(np.float32) * (2.0 / peak)
+    levels[levels < 0.5] = 0
+    coverage = c.resize(np.minimum(levels, 1.0), size, interpolation=c.INTER_AREA if scale < 1 else c.INTER_LINEAR)
     fine_width = measured * scale
     fine = (coverage >= 0.5 * min(1.0, fine_width)).astype(np.uint8)
     if not fine.any():  # scattered dots: each covers less than the threshold
