@@ -13,6 +13,13 @@ grey (`_to_gray`), find the background and the ink and stretch them to 0 and 255
 dark-on-light images (`_stretch_ink`), crop (`_find_ink_box`), scale (`_fit_digit_box`),
 centre (`_centre_on_canvas`).
 
+That is the clean path, for scans, exports and MNIST-like files (`is_clean`: at most
+CLEAN_MAX_PIXELS, with an even 1-pixel border). Photos of paper (uneven light, shadows, ruled
+or squared lines, specks, a small digit on a large page) take `photos.photo_ink` instead of
+the stretch and the crop. On both paths `photos.normalise_stroke` then brings strokes much
+thinner or thicker than MNIST's to MNIST's width (crops over 40 px only: MNIST-sized crops
+are never touched), before the scaling and centring above.
+
 Grey levels are kept as uint8 through the whole-image steps and the level changes are
 256-entry lookup tables, applied in blocks of rows: a 40-megapixel photo then costs 40 MB per
 copy, not 160 MB. The level statistics come from a 256-bin histogram and the sorted 1-pixel
@@ -45,6 +52,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, ImageStat, UnidentifiedImageError
 
+from digitq.common import photos
 from digitq.common.errors import ImageError
 from digitq.common.folders import describe_os_error, is_folder, list_folder, one_line, stat_folder, walk_files
 
@@ -110,6 +118,23 @@ FRINGE_INK_LEVEL = 32
 """Stretched level (of 255) from which faint ink next to the box counts as the digit's edge.
 Fainter pixels are mostly noise or JPEG ringing; 98.6% of MNIST digits still come back
 with correlation > 0.99 after preprocessing them again."""
+
+CLEAN_MAX_PIXELS = 512 * 512
+"""Largest image, in pixels, that may take the clean path (today's MNIST steps, see
+`is_clean`): scans and crops of one digit. Larger images are photos of paper and always go
+through the photo clean-up (`digitq.common.photos`), which first shrinks them."""
+
+MNIST_PIXELS_SIDE = 64
+"""Side (pixels) up to which an image is MNIST-sized: its clean path is never second-guessed."""
+
+CLEAN_MIN_CROP = 0.1
+"""On the clean path, an image larger than MNIST_PIXELS_SIDE whose ink crop is under this share
+of its longer side goes to the photo clean-up instead: what was found is a speck or the
+darkest grains of a stroke too faint for INK_CONTRAST (pencil on grey paper)."""
+
+CLEAN_BORDER_INK = 0.1
+"""Share of the border of an image up to BATCH_IMAGE_PIXELS (MNIST-sized) that may be ink and
+still take the clean path: 103 of MNIST's 10,000 test digits touch the 28x28 border."""
 
 READ_BYTES = 1 << 16
 """Bytes asked for per read once a file turns out longer than its size said."""
@@ -278,26 +303,80 @@ def _gray_levels(image: Image.Image, max_pixels: int) -> np.ndarray:
 
 
 def _digit_from_gray(pixels: np.ndarray) -> np.ndarray:
-    """Grey levels (uint8 2-D) to an MNIST digit: stretch, crop, scale, centre."""
-    ink = _stretch_ink(pixels)
-    top, bottom, left, right = _find_ink_box(ink)
-    digit = _fit_digit_box(ink[top : bottom + 1, left : right + 1])
-    return _centre_on_canvas(digit)
+    """Grey levels (uint8 2-D) to an MNIST digit: find the ink and crop it (the clean path for a
+    clean image, `photos.photo_ink` for any other), normalise its strokes, scale, centre."""
+    border = np.sort(np.concatenate((pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1])))
+    if _is_clean(pixels.size, border):
+        ink = _stretch_ink(pixels, border)
+        top, bottom, left, right = _find_ink_box(ink)
+        crop = ink[top : bottom + 1, left : right + 1]
+        if max(pixels.shape) > MNIST_PIXELS_SIDE and max(crop.shape) < CLEAN_MIN_CROP * max(pixels.shape):
+            # A speck passed for the ink (faint pencil under INK_CONTRAST): the photo clean-up
+            # looks closer; if it finds no digit either, the speck it is.
+            with contextlib.suppress(ImageError):
+                crop = photos.photo_ink(pixels)
+    else:
+        crop = photos.photo_ink(pixels)
+    return _centre_on_canvas(_fit_digit_box(photos.normalise_stroke(crop)))
+
+
+def is_clean(pixels: np.ndarray) -> bool:
+    """Whether grey levels (uint8 2-D) take the clean path: a scan or export of at most
+    CLEAN_MAX_PIXELS whose whole 1-pixel border lies within INK_CONTRAST of its median (no
+    gradient, shadow, line or stroke reaches the edge; MNIST-sized images: all but
+    CLEAN_BORDER_INK of it). MNIST-like PNGs do."""
+    return _is_clean(pixels.size, np.sort(np.concatenate((pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]))))
+
+
+def _is_clean(size: int, border: np.ndarray) -> bool:
+    """`is_clean` from the image's pixel count and its sorted border."""
+    if size > CLEAN_MAX_PIXELS:
+        return False
+    middle = _sorted_median(border)
+    # MNIST-sized images may have a stroke on the border (1% of MNIST's test digits touch it).
+    skip = int(len(border) * CLEAN_BORDER_INK) if size <= BATCH_IMAGE_PIXELS else 0
+    return float(border[-1 - skip]) - middle <= INK_CONTRAST and middle - float(border[skip]) <= INK_CONTRAST
 
 
 def _digits_from_group(group: list[tuple[int, np.ndarray]], results: list) -> None:
     """`_digit_from_gray` of same-sized grey images, the whole-image steps done for all at once:
     results[index] = the digit, or the ImageError."""
-    inks, has_ink = _stretch_inks(np.stack([gray for _, gray in group]))
+    stack = np.stack([gray for _, gray in group])
+    clean = _clean_flags(stack)
+    if not clean.all():
+        for (index, gray), ok in zip(group, clean.tolist()):
+            if not ok:
+                try:
+                    results[index] = _digit_from_gray(gray)
+                except ImageError as exc:
+                    results[index] = exc
+        group = [item for item, ok in zip(group, clean.tolist()) if ok]
+        if not group:
+            return
+        stack = stack[clean]
+    inks, has_ink = _stretch_inks(stack)
     boxes = _find_ink_boxes(inks)
     for (index, _), ink, ok, (top, bottom, left, right) in zip(group, inks, has_ink.tolist(), boxes):
         if not ok:
             results[index] = ImageError("no ink found (the image is blank or has too little contrast)")
             continue
         try:
-            results[index] = _centre_on_canvas(_fit_digit_box(ink[top : bottom + 1, left : right + 1]))
+            crop = photos.normalise_stroke(ink[top : bottom + 1, left : right + 1])
+            results[index] = _centre_on_canvas(_fit_digit_box(crop))
         except ImageError as exc:
             results[index] = exc
+
+
+def _clean_flags(stack: np.ndarray) -> np.ndarray:
+    """`is_clean` of each image of a stack (uint8 [n, h, w]), as a bool [n] array."""
+    n = stack.shape[0]
+    if stack[0].size > CLEAN_MAX_PIXELS:
+        return np.zeros(n, dtype=bool)
+    border = np.concatenate((stack[:, 0], stack[:, -1], stack[:, :, 0], stack[:, :, -1]), axis=1)
+    border.sort(axis=1)
+    middle = _sorted_medians(border)
+    skip = int(border.shape[1] * CLEAN_BORDER_INK) if stack[0].size <= BATCH_IMAGE_PIXELS else 0
+    return (border[:, -1 - skip] - middle <= INK_CONTRAST) & (middle - border[:, skip] <= INK_CONTRAST)
 
 
 
@@ -463,7 +542,7 @@ def _flatten_alpha(gray: Image.Image, alpha: Image.Image) -> Image.Image:
     return canvas
 
 
-def _stretch_ink(pixels: np.ndarray) -> np.ndarray:
+def _stretch_ink(pixels: np.ndarray, border: np.ndarray | None = None) -> np.ndarray:
     """Make ink bright on a 0 background: fix the polarity and stretch the levels (uint8 2-D in and out).
 
     The background level is the median of the 1-pixel border. Ink is whatever differs from
@@ -475,7 +554,8 @@ def _stretch_ink(pixels: np.ndarray) -> np.ndarray:
     level (INK_LEVEL_PERCENTILE of the ink pixels) to 255, clipping outside. Pixels between
     stay grey, so anti-aliased edges survive. Raises ImageError if no pixel counts as ink.
     """
-    border = np.sort(np.concatenate((pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1])))
+    if border is None:  # else the caller's: the sorted 1-pixel border
+        border = np.sort(np.concatenate((pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1])))
     background = _sorted_median(border)
     counts = _count_levels(pixels).astype(np.float64)
     dark_weights, light_weights = _contrast_weights(background)
