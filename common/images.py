@@ -24,10 +24,10 @@ Grey levels are kept as uint8 through the whole-image steps and the level change
 256-entry lookup tables, applied in blocks of rows: a 40-megapixel photo then costs 40 MB per
 copy, not 160 MB. The level statistics come from a 256-bin histogram and the sorted 1-pixel
 border, without Pillow round trips or np.median/np.percentile calls (bit for bit the same
-floats): a 28x28 MNIST-like PNG costs about 200 us in one process on a 2-core CI machine
-(550 us before), most of it Pillow's decoder and the per-call overhead of a few dozen NumPy
-calls on tiny arrays. `load_images` pays that NumPy overhead once per stack of same-sized
-small images instead of once per image (about 100 us a file; what `digitq predict` uses).
+floats): on a 28x28 MNIST-like PNG most of the time is Pillow's decoder and the per-call
+overhead of a few dozen NumPy calls on tiny arrays. `load_images` pays that NumPy overhead once
+per stack of same-sized small images instead of once per image (what `digitq predict` uses;
+BENCHMARKS.md and the README's prediction figures give the times).
 tests/unit/test_images_equivalence.py keeps the slower code this replaced and checks that the
 two agree, and that `load_images` agrees with `load_image` file by file.
 
@@ -201,8 +201,8 @@ def load_images(
     Bit for bit what `load_image` gives, faster on many small files: each file is decoded to
     grey levels on its own, then the level statistics, the lookup tables and the crop box of
     same-sized small images (up to BATCH_IMAGE_PIXELS) are computed for a stack of them at
-    once, so the few dozen NumPy calls per image are paid once per stack (a 28x28 PNG: about
-    100 us instead of 220). Larger images take the one-image path as soon as they are decoded.
+    once, so the few dozen NumPy calls per image are paid once per stack. Larger images take
+    the one-image path as soon as they are decoded.
     """
     results: list = []
     groups: dict[tuple[int, int], list[tuple[int, np.ndarray]]] = {}
@@ -688,8 +688,8 @@ def _sorted_percentiles(values: np.ndarray, percent: float) -> np.ndarray:
 
 def _sorted_percentile(values: np.ndarray, percent: float) -> float:
     """np.percentile(values, percent) (its default "linear" method) of ascending `values`,
-    as the same float: the same float operations in the same order, without its ~30 us of
-    per-call overhead."""
+    as the same float: the same float operations in the same order, without its per-call
+    overhead (large next to a small image's work)."""
     last = len(values) - 1
     position = last * (percent / 100)
     if position >= last:
@@ -770,7 +770,7 @@ def _find_ink_boxes(ink: np.ndarray) -> list[tuple[int, int, int, int]]:
 
 def _reaches(line: np.ndarray, level: int) -> bool:
     """True if a pixel of a row or column slice is at least `level`: the max of a list, as a
-    NumPy reduction costs more per call (~2 us) than a line of a small image takes."""
+    NumPy reduction costs more per call than a line of a small image takes."""
     return max(line.tolist()) >= level
 
 
