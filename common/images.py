@@ -307,17 +307,29 @@ def _digit_from_gray(pixels: np.ndarray) -> np.ndarray:
     clean image, `photos.photo_ink` for any other), normalise its strokes, scale, centre."""
     border = np.sort(np.concatenate((pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1])))
     if _is_clean(pixels.size, border):
-        ink = _stretch_ink(pixels, border)
-        top, bottom, left, right = _find_ink_box(ink)
-        crop = ink[top : bottom + 1, left : right + 1]
+        crop = _clean_crop(pixels, border)
         if max(pixels.shape) > MNIST_PIXELS_SIDE and max(crop.shape) < CLEAN_MIN_CROP * max(pixels.shape):
             # A speck passed for the ink (faint pencil under INK_CONTRAST): the photo clean-up
             # looks closer; if it finds no digit either, the speck it is.
             with contextlib.suppress(ImageError):
                 crop = photos.photo_ink(pixels)
     else:
-        crop = photos.photo_ink(pixels)
+        try:
+            crop = photos.photo_ink(pixels)
+        except ImageError:
+            if pixels.size > BATCH_IMAGE_PIXELS:
+                raise
+            # A small image is no photo: a stroke across its border sent it here, and the photo
+            # clean-up takes such a stroke for shading. The clean path crops it, as before.
+            crop = _clean_crop(pixels, border)
     return _centre_on_canvas(_fit_digit_box(photos.normalise_stroke(crop)))
+
+
+def _clean_crop(pixels: np.ndarray, border: np.ndarray) -> np.ndarray:
+    """The clean path's crop: levels stretched from the sorted `border`, cut to the ink's box."""
+    ink = _stretch_ink(pixels, border)
+    top, bottom, left, right = _find_ink_box(ink)
+    return ink[top : bottom + 1, left : right + 1]
 
 
 def is_clean(pixels: np.ndarray) -> bool:
@@ -377,8 +389,6 @@ def _clean_flags(stack: np.ndarray) -> np.ndarray:
     middle = _sorted_medians(border)
     skip = int(border.shape[1] * CLEAN_BORDER_INK) if stack[0].size <= BATCH_IMAGE_PIXELS else 0
     return (border[:, -1 - skip] - middle <= INK_CONTRAST) & (middle - border[:, skip] <= INK_CONTRAST)
-
-
 
 
 def _read_file(path: str | os.PathLike, max_bytes: int) -> bytes:
