@@ -161,17 +161,19 @@ class Client:
         try:
             self.redis.ping()
         except redis.exceptions.AuthenticationError as exc:
-            if "@" not in self.broker_url or _no_password(self.broker_url):
-                raise BrokerUnavailable(f"the broker at {redact(self.broker_url)} needs a password: put it in the URL, "
-                                        "redis://:PASSWORD@host:port/db") from None
+            if _no_password(self.broker_url):
+                raise self._needs_password() from None
             raise BrokerUnavailable(f"the broker at {redact(self.broker_url)} refused the password: {exc}") from None
         except redis.exceptions.ResponseError as exc:
             if "auth" in str(exc).lower() or "HELLO" in str(exc):  # an old server's answer to a missing password
-                raise BrokerUnavailable(f"the broker at {redact(self.broker_url)} needs a password: put it in the URL, "
-                                        "redis://:PASSWORD@host:port/db") from None
+                raise self._needs_password() from None
             raise BrokerUnavailable(f"cannot use the broker at {redact(self.broker_url)}: {exc}") from None
         except redis.exceptions.RedisError as exc:
             raise BrokerUnavailable(f"cannot reach the broker at {redact(self.broker_url)}: {exc}") from None
+
+    def _needs_password(self) -> BrokerUnavailable:
+        return BrokerUnavailable(f"the broker at {redact(self.broker_url)} needs a password: put it in the URL, "
+                                 "redis://:PASSWORD@host:port/db")
 
     # --- submit --------------------------------------------------------------------------
     def record_job(self, job_id: str, kind: str, name: str, request: dict) -> None:

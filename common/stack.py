@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -154,8 +155,6 @@ class LocalStack:
     def running_settings(self) -> dict[str, str] | None:
         """The WORKER_SETTINGS the running worker was started with (None: no worker, or one
         started before they were recorded)."""
-        import json
-
         if not self.worker_running():
             return None
         try:
@@ -175,8 +174,6 @@ class LocalStack:
     def worker_job(self) -> str | None:
         """The job the embedded worker is running now, from its announcement in Redis (None: idle,
         or not announced yet)."""
-        import json
-
         import redis
 
         from digitq.common.names import WORKER_KEY_PREFIX
@@ -260,10 +257,11 @@ class LocalStack:
     def _start_worker(self) -> None:
         if importlib.util.find_spec("tensorflow") is None:
             raise WorkerNotInstalled("the embedded stack needs the worker: pip install 'digitq[worker]'")
+        recorded = worker_settings(self.settings)
         env = dict(os.environ)
         env["DIGITQ_BROKER_URL"] = self._read("broker.url")
         env["DIGITQ_HOME"] = str(self.settings.home)
-        env.update(worker_settings(self.settings))
+        env.update(recorded)
         if not env["DIGITQ_GPUS"]:
             del env["DIGITQ_GPUS"]
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -273,11 +271,9 @@ class LocalStack:
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             cwd=str(self.settings.home), start_new_session=True,
         )
-        import json
-
         (self.dir / "worker.pid").write_text(str(proc.pid))
         (self.dir / "worker.origin").write_text(_origin())
-        (self.dir / "worker.settings").write_text(json.dumps(worker_settings(self.settings)))
+        (self.dir / "worker.settings").write_text(json.dumps(recorded))
 
     def down(self) -> dict:
         """Stop the worker (it finishes nothing: a running job is redelivered later), then Redis."""
