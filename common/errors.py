@@ -78,3 +78,8 @@ class NoSuchModel(DigitqError):
 
 class WorkerNotInstalled(DigitqError):
     """The worker extra (TensorFlow) is not installed in this environment."""
+
+
+class LeaseLost(DigitqError):
+    """This worker no longer holds the job's lease (paused or cut off past its TTL, and another
+    worker took the job over): it stops and writes nothing more for the job."""

@@ -57,6 +57,23 @@ def lease_key(job_id: str) -> str:
     return f"{KEY_PREFIX}lease:{job_id}"
 
 
+def fence_key(job_id: str) -> str:
+    """A job's fencing token: a counter incremented each time a worker takes the job's lease;
+    a worker writes the job's outcome only while the counter still holds its own token."""
+    return f"{KEY_PREFIX}fence:{job_id}"
+
+
+RUNNING_KEY = KEY_PREFIX + "running"
+"""Hash: job id -> JSON {task, queue, payload, owner} of each training job a worker has taken
+and not finished. While the job's lease lives its worker is alive; once the lease is gone with
+the record still there, an idle worker re-publishes the job (digitq.worker.watchdog)."""
+
+
+def takeover_key(job_id: str) -> str:
+    """Set (NX, with a TTL) by the one worker that re-publishes a job whose worker died."""
+    return f"{KEY_PREFIX}takeover:{job_id}"
+
+
 class JobState(str, Enum):
     """A job's state; the values are Celery's state strings plus our PROGRESS."""
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import time
 
-from digitq.common.errors import InvalidRequest, NoSuchModel
+from digitq.common.errors import InvalidRequest, LeaseLost, NoSuchModel
+from digitq.common.fencing import HOLDS_LUA, Fence
 from digitq.common.names import KEY_PREFIX
 from digitq.common.schemas import check_model_name
 
@@ -35,10 +36,35 @@ def parse_model_ref(ref: str) -> tuple[str, int | None]:
     return name, int(version)
 
 
-def register_model(r, name: str, job_id: str, record: dict) -> int:
-    """Add a version of `name` for `job_id` and return it; the same job always gets the same version."""
+_REGISTER_FENCED = f"""
+if not {HOLDS_LUA} then return -1 end
+local existing = redis.call('get', KEYS[3])
+if existing then return tonumber(string.match(existing, ':(%d+)$')) end
+local v = redis.call('incr', KEYS[4])
+redis.call('set', KEYS[3], ARGV[3] .. ':' .. v)
+redis.call('sadd', KEYS[5], ARGV[3])
+redis.call('hset', KEYS[6], tostring(v), string.sub(ARGV[4], 1, -2) .. ', "version": ' .. v .. '}}')
+return v
+"""
+"""register_model under a fence, in one step: KEYS = lease, fence counter, model-by-job, next,
+models, versions; ARGV = owner, token, name, the record's JSON without its version."""
+
+
+def register_model(r, name: str, job_id: str, record: dict, fence: Fence | None = None) -> int:
+    """Add a version of `name` for `job_id` and return it; the same job always gets the same version.
+
+    With `fence`, only while that fence holds (checked and written in one Lua script); a worker
+    that lost the job gets LeaseLost and registers nothing."""
     check_model_name(name)
     by_job = f"{KEY_PREFIX}model-by-job:{job_id}"
+    if fence is not None:
+        rec = {k: v for k, v in record.items() if k != "version"}
+        rec.update(name=name, job_id=job_id, created=time.time())
+        version = int(r.eval(_REGISTER_FENCED, 6, *fence.keys(), by_job, f"{_versions_key(name)}:next", MODELS_KEY,
+                             _versions_key(name), *fence.args(), name, json.dumps(rec)))
+        if version < 0:
+            raise LeaseLost(f"lost the lease of job {job_id} before registering its model")
+        return version
     existing = r.get(by_job)
     if existing:
         return int(existing.decode().rpartition(":")[2])

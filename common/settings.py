@@ -21,11 +21,13 @@ DEFAULT_MNIST_MIRRORS = (
 
 DEFAULT_VISIBILITY_TIMEOUT = 300
 """Seconds after a worker's last heartbeat before Redis hands its un-acked job to another
-worker. A running job's heartbeat keeps its message fresh, so this bounds how long a dead
-worker's job waits, not how long a job may run; see README "Guarantees"."""
+worker: the last resort only, since the takeover sweep re-publishes a dead worker's job once
+its lease is gone. A running job's heartbeat keeps its message fresh, so this never limits how
+long a job may run; see README "Guarantees"."""
 
-DEFAULT_LEASE_SECONDS = 60
-"""Seconds a running job's lease lives without a heartbeat: how long a dead worker holds a job."""
+DEFAULT_LEASE_SECONDS = 30
+"""Seconds a running job's lease lives without a heartbeat (Redis counts them down): how long a
+dead worker holds a job before the takeover sweep (every 5 s) puts it back on its queue."""
 
 DEFAULT_RESULT_TTL = 7 * 24 * 3600
 """Seconds Redis keeps a finished job's state and result."""

@@ -50,6 +50,7 @@ class WorkerContext:
     queues: list[str] = field(default_factory=list)  # what it serves and announces
     devices: dict = field(default_factory=dict)  # devices.configure_devices' description, announced
     presence: Presence | None = None  # set while the worker runs
+    watchdog: object | None = None  # digitq.worker.watchdog.Watchdog, set while the worker runs
     job_log: JobLogHandler | None = None  # set while a job runs
 
     @classmethod
@@ -72,6 +73,14 @@ def make_worker_app(ctx: WorkerContext) -> Celery:
     return app
 
 
+def start_watchdog(ctx: WorkerContext) -> None:
+    """The takeover sweep (digitq.worker.watchdog), publishing through an app of its own."""
+    from digitq.worker.watchdog import Watchdog
+
+    ctx.watchdog = Watchdog(ctx.redis, make_celery(ctx.settings, ctx.broker_url), ctx.worker_id,
+                            ctx.settings.visibility_timeout).start()
+
+
 def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
     """Celery's signals are process-wide: each hook acts only for senders of `app`."""
 
@@ -83,12 +92,15 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
             return
         ctx.presence = Presence(ctx.redis, sender.hostname, ctx.queues, ctx.devices)
         ctx.presence.start()
+        start_watchdog(ctx)
         if ctx.settings.metrics_port:
             prometheus.start_metrics_server(ctx.settings.metrics_port, ctx.redis, ctx.queues)
 
     def withdraw(sender=None, **_):
         if ours(sender) and ctx.presence is not None:
             ctx.presence.stop()
+        if ours(sender) and ctx.watchdog is not None:
+            ctx.watchdog.stop()
 
     def job_started(sender=None, task_id=None, task=None, **_):
         if not ours(task):

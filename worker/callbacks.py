@@ -75,7 +75,10 @@ class ProgressCallback(keras.callbacks.Callback):
 
 
 class CancelCallback(keras.callbacks.Callback):
-    """Stops training at once (raises JobCancelled) when `should_stop()` turns true."""
+    """Stops training at once (raises JobCancelled) when `should_stop()` turns true; `should_stop`
+    may raise itself (LeaseLost). Checked about once a second and at every epoch end: put it
+    first in the callbacks, so a worker woken after losing its lease stops before the backup
+    and history callbacks write."""
 
     def __init__(self, should_stop: Callable[[], bool]):
         super().__init__()
@@ -89,6 +92,11 @@ class CancelCallback(keras.callbacks.Callback):
             if self._should_stop():
                 raise JobCancelled("job cancelled")
 
+    def on_epoch_end(self, epoch, logs=None):
+        self._last = time.monotonic()
+        if self._should_stop():
+            raise JobCancelled("job cancelled")
+
 
 class HistoryCallback(keras.callbacks.Callback):
     """Appends one entry per epoch to history.json (atomically), keeping the entries of earlier
@@ -98,9 +106,10 @@ class HistoryCallback(keras.callbacks.Callback):
     the test accuracy after that epoch and `train_elapsed`, the training seconds so far (the
     test pass itself not counted)."""
 
-    def __init__(self, path: Path, train_images: int, test=None):
+    def __init__(self, path: Path, train_images: int, test=None, commit: Callable[[], None] | None = None):
         super().__init__()
         self.path = path
+        self.commit = commit  # the job lease's fence check before each write
         self.train_images = train_images
         self.test = test
         self.entries: list = []
@@ -130,7 +139,7 @@ class HistoryCallback(keras.callbacks.Callback):
             probs = self.model.predict(x, verbose=0)
             entry["test_accuracy"] = float((probs.argmax(axis=1) == y).mean())
         self.entries.append(entry)
-        write_json(self.path, self.entries)
+        write_json(self.path, self.entries, commit=self.commit)
         prometheus.epoch_ended(seconds, entry["images_per_second"])
         log.info("epoch %d: loss %.4f accuracy %.4f val_loss %.4f val_accuracy %.4f, %.1f s, %s images/s%s",
                  epoch + 1, entry.get("loss", float("nan")), entry.get("accuracy", float("nan")),

@@ -5,7 +5,8 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
 
 - kombu's Redis transport keeps un-acked messages in a sorted set (`unacked_index`, score =
   delivery time) and redelivers one `visibility_timeout` seconds after its score; the job lease
-  refreshes that score while a long job runs (`refresh_unacked`).
+  refreshes that score, with Redis' clock, while a long job runs (`refresh_unacked`,
+  `refresh_unacked_script`).
 - Celery's task context does not carry a message's delivery tag; the worker's request objects
   in `celery.worker.state` do (`delivery_tag_of`).
 - Keras' BackupAndRestore saves through its private `_save_model()`, and tells `fit` which epoch
@@ -24,7 +25,6 @@ Nothing here imports Celery's worker, Keras or TensorFlow until a function is ca
 from __future__ import annotations
 
 import logging
-import time
 
 log = logging.getLogger("digitq.worker")
 
@@ -37,9 +37,19 @@ UNACKED_INDEX_KEY = "unacked_index"
 
 def refresh_unacked(r, delivery_tag: str, key: str = UNACKED_INDEX_KEY) -> None:
     """Mark the un-acked message `delivery_tag` as delivered now, so that kombu does not hand it
-    to another worker for another `visibility_timeout` seconds. XX: only while it is un-acked;
-    an acked message is never put back."""
-    r.zadd(key, {delivery_tag: time.time()}, xx=True)
+    to another worker for another `visibility_timeout` seconds. "Now" is Redis' clock (TIME),
+    not this worker's, which may be off. XX: only while it is un-acked; an acked message is
+    never put back."""
+    seconds, micros = r.time()
+    r.zadd(key, {delivery_tag: seconds + micros / 1e6}, xx=True)
+
+
+def refresh_unacked_script(key: str, tag: str) -> str:
+    """`refresh_unacked` as Lua lines for a script (the lease's heartbeat): `key` and `tag` are
+    Lua expressions (e.g. KEYS[4], ARGV[7]). The script must allow TIME before writes
+    (`redis.replicate_commands()`, the default from Redis 5)."""
+    return (f"local now = redis.call('time')\n"
+            f"redis.call('zadd', {key}, 'XX', tonumber(now[1]) + tonumber(now[2]) / 1000000, {tag})")
 
 
 # --- Celery: the worker's own record of the messages it runs ---------------------------------

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from celery.exceptions import Ignore
 
-from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled
+from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled, LeaseLost
 from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
 from digitq.worker import train_job
 from digitq.worker.compat import TaskResultSummaries, delivery_tag_of
@@ -60,7 +60,10 @@ def _run(task, fn, args: tuple, kwargs: dict, limit: int):
         task.backend.mark_as_revoked(job_id, reason="cancelled", request=task.request)
         raise Ignore()
     except train_job.JobAlreadyRunning as exc:  # a duplicate delivery: ack it, leave the state alone
-        log.warning("%s; dropping this duplicate delivery", exc)
+        log.warning("%s; dropping this duplicate delivery", exc)  # (the holder's running record keeps the job)
+        raise Ignore()
+    except LeaseLost as exc:  # paused or cut off past the lease: another worker has the job now
+        log.warning("job %s: %s; this worker dropped the job, wrote nothing, and takes the next one", job_id, exc)
         raise Ignore()
     except DigitqError:
         raise

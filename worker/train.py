@@ -16,7 +16,6 @@ import dataclasses
 import gc
 import logging
 import math
-import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -69,7 +68,7 @@ class _Member:
 
 
 def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Settings, report, should_stop,
-             label: str) -> _Member:
+             label: str, commit=None) -> _Member:
     import keras
 
     from digitq.worker import callbacks as cb
@@ -110,15 +109,14 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     has_test = ds.test is not None and len(ds.test) > 0
     test_images = data.make_images_dataset(ds.test.x[..., None], PREDICT_BATCH * replicas) if has_test else None
     track = (test_images, ds.test.y) if request.track_test and has_test else None
-    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track)
-    callbacks = [
+    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track, commit=commit)
+    callbacks = [cb.CancelCallback(should_stop)] if should_stop is not None else []  # first: a lost lease stops
+    callbacks += [  # the job before any other callback writes
         cb.EpochAndBatchBackup(str(backup_dir), save_freq=request.save_every_batches or "epoch"),
         history_cb,
         keras.callbacks.TensorBoard(str(folder / "tensorboard"), write_graph=False, profile_batch=0),
         cb.ProgressCallback(report, request.epochs, steps_per_epoch, global_batch),
     ]
-    if should_stop is not None:
-        callbacks.append(cb.CancelCallback(should_stop))
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=request.epochs, steps_per_epoch=steps_per_epoch,
                   callbacks=callbacks, shuffle=False, verbose=0)  # the tf.data pipeline shuffles (seeded)
@@ -127,12 +125,14 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
         if has_test:
             log.info("%s: evaluating on %d test images", label, len(ds.test))
             probs = model.predict(test_images, verbose=0)
-            np.save(folder / "test_probs.npy", probs.astype(np.float32))  # before model.keras marks it done
+            partial = job_folder.temp_name(folder / "test_probs.npy")
+            np.save(partial, probs.astype(np.float32))
+            job_folder.commit_file(partial, folder / "test_probs.npy", commit)  # before model.keras marks it done
         # The saved model is for inference: uncompiled, so plain Keras loads it without digitq's
         # learning-rate schedule class (resuming uses backup/, not this file).
-        partial = folder / ".partial.keras"
+        partial = job_folder.temp_name(folder / "model.keras")
         keras.Model(model.inputs, model.outputs, name=model.name).save(partial)
-        os.replace(partial, folder / "model.keras")
+        job_folder.commit_file(partial, folder / "model.keras", commit)
     finally:
         del model
         keras.backend.clear_session()
@@ -155,10 +155,13 @@ def train(
     settings: Settings,
     report: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    commit: Callable[[], None] | None = None,
 ) -> TrainResult:
     """Train, evaluate on the test set, save `model.keras` (or K members), and return the result.
 
-    Resumes from `backup/` when an earlier delivery of the same job left one.
+    Resumes from `backup/` when an earlier delivery of the same job left one. `should_stop` is
+    called about once a second (True: cancelled; it may raise LeaseLost); `commit` right before
+    each finished file is renamed into place (the job lease's fence check).
     """
     started = time.time()
     report = report or (lambda meta: None)
@@ -185,7 +188,7 @@ def train(
                 log.info("%s: already trained by an earlier delivery", label)
                 members.append(done)
                 continue
-        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label))
+        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label, commit))
 
     if ds.test is not None and len(ds.test) and all(m.probs is not None for m in members):
         probs = np.mean([m.probs for m in members], axis=0)

@@ -1,8 +1,9 @@
 """What a worker does with one training job message, as plain functions the train task calls.
 
 Kept apart from tasks.py so tests call them directly: validate the message, skip a job that is
-cancelled or already finished, hold the job's lease, train (digitq.worker.train), register the
-model, store the result in the job folder (digitq.worker.job_folder).
+cancelled or already finished, hold the job's lease (digitq.worker.lease), train
+(digitq.worker.train), register the model, store the result in the job folder
+(digitq.worker.job_folder); each outcome write fenced by the lease's token.
 """
 
 from __future__ import annotations
@@ -10,12 +11,12 @@ from __future__ import annotations
 import logging
 
 from digitq.common.errors import DigitqError, JobCancelled
-from digitq.common.names import cancel_key, lease_key
+from digitq.common.names import TRAIN_QUEUE, TRAIN_TASK, cancel_key
 from digitq.common.registry import register_model
 from digitq.common.schemas import TrainRequest, check_job_id
 from digitq.common.settings import Settings
 from digitq.worker import job_folder
-from digitq.worker.lease import JobLease
+from digitq.worker.lease import JobLease, drop_if_unleased
 
 log = logging.getLogger("digitq.worker")
 
@@ -39,7 +40,9 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
 
     A job whose result.json exists (a redelivery after it finished) returns that result
     without training again; a cancelled job raises JobCancelled before or during training;
-    a job whose lease another worker holds raises JobAlreadyRunning.
+    a job whose lease another worker holds raises JobAlreadyRunning (that worker's running
+    record keeps the job, so this delivery may be acknowledged); a worker that loses the lease
+    mid-job raises LeaseLost and has written nothing of the job's outcome.
     """
     check_job_id(job_id)
     request = TrainRequest.from_dict(payload)
@@ -47,23 +50,44 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
     done = job_folder.read_json(folder / "result.json")
     if done is not None:
         log.info("job %s already finished; returning its stored result", job_id)
+        drop_if_unleased(r, job_id)
         return done
     if is_cancelled(r, job_id):
+        drop_if_unleased(r, job_id)
         raise JobCancelled("job cancelled before it started")
-    with JobLease(r, lease_key(job_id), owner, settings.lease_seconds, delivery_tag) as lease:
+    record = {"task": TRAIN_TASK, "queue": TRAIN_QUEUE, "payload": payload}
+    with JobLease(r, job_id, owner, settings.lease_seconds, delivery_tag, record=record) as lease:
         if not lease.acquired:
             raise JobAlreadyRunning(f"job {job_id} is running on {lease.holder() or 'another worker'}")
-        done = job_folder.read_json(folder / "result.json")  # it may have finished meanwhile
-        if done is not None:
-            return done
-        return _train_and_register(job_id, request, settings, r, report, owner)
+        try:
+            done = job_folder.read_json(folder / "result.json")  # it may have finished meanwhile
+            if done is None:
+                done = _train_and_register(job_id, request, settings, r, report, owner, lease)
+        except Exception:  # failed or cancelled: it ends here (a no-op once the lease is lost)
+            lease.finish()
+            raise
+        lease.finish()
+        return done
 
 
-def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report, owner: str) -> dict:
+def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report, owner: str,
+                        lease: JobLease) -> dict:
+    """Train under `lease`: the lease is checked with the cancel flag about once a second and
+    before each progress report, and every outcome write (files, registry, result.json) is
+    fenced by its token."""
     from digitq.worker.train import train
 
+    def should_stop() -> bool:
+        lease.check()  # raises LeaseLost
+        return is_cancelled(r, job_id)
+
+    def fenced_report(meta: dict) -> None:
+        lease.check()  # a worker that lost the job must not turn its state back to PROGRESS
+        if report is not None:
+            report(meta)
+
     folder = job_folder.job_dir(settings, job_id)
-    result = train(request, job_id, settings, report=report, should_stop=lambda: is_cancelled(r, job_id))
+    result = train(request, job_id, settings, report=fenced_report, should_stop=should_stop, commit=lease.commit)
     version = register_model(r, request.name, job_id, {
         "arch": request.arch,
         "hyperparameters": request.to_dict(),
@@ -73,9 +97,9 @@ def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, 
         "path": result.model_path,
         "kind": "ensemble" if result.members else "single",
         "members": result.members,
-    })
+    }, fence=lease.fence)
     result.model = f"{request.name}:{version}"
     result.worker = owner
     data = result.to_dict()
-    job_folder.write_json(folder / "result.json", data)
+    job_folder.write_json(folder / "result.json", data, commit=lease.commit)
     return data

@@ -52,11 +52,14 @@ def test_refresh_unacked_only_touches_a_message_that_is_still_unacked():
     calls = []
 
     class FakeRedis:
+        def time(self):  # Redis' clock, not the worker's
+            return (1000, 500000)
+
         def zadd(self, key, mapping, xx=False):
-            calls.append((key, list(mapping), xx))
+            calls.append((key, mapping, xx))
 
     compat.refresh_unacked(FakeRedis(), "tag-1")
-    assert calls == [(compat.UNACKED_INDEX_KEY, ["tag-1"], True)]
+    assert calls == [(compat.UNACKED_INDEX_KEY, {"tag-1": 1000.5}, True)]
 
 
 # --- Celery's worker state (where the delivery tag is) -----------------------------------------
