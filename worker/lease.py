@@ -14,9 +14,11 @@ Taking the lease (one Lua script, so all of it or nothing):
 
 The heartbeat thread renews the TTL every TTL/3 while the token holds, and refreshes the job's
 message in kombu's `unacked_index` with Redis' own TIME (never the worker's clock, which may be
-off), so the visibility timeout never redelivers a live job. A worker whose keys Redis lost
-(restarted empty, or a failover that dropped writes) while the counter is below its token
-takes them back, running record included.
+off), so the visibility timeout never redelivers a live job. A worker whose lease vanished
+while no other worker took the job (it was paused or cut off past the TTL, or Redis restarted
+empty or failed over and lost the keys) takes it back at its next beat, running record
+included; a job re-published meanwhile then finds the lease held and is dropped as a duplicate.
+Once another worker has taken the job, the counter is past this worker's token: it has lost.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ if cur == ARGV[1] and counter == token then
   redis.call('expire', KEYS[1], ARGV[3])
   redis.call('expire', KEYS[2], ARGV[6])
   status = 1
-elseif (not cur) and counter < token then
+elseif (not cur) and counter <= token then
   redis.call('set', KEYS[2], ARGV[2], 'EX', ARGV[6])
   redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[3])
   if ARGV[5] ~= '' then redis.call('hset', KEYS[3], ARGV[4], ARGV[5]) end
@@ -74,7 +76,9 @@ end
 return status
 """
 """KEYS = lease, fence counter, running, unacked index; ARGV = owner, token, ttl, job id, record,
-fence ttl, delivery tag. 1: renewed; 2: Redis had lost our keys and they are back; 0: lost."""
+fence ttl, delivery tag. 1: renewed; 2: the lease had vanished but nobody took the job since
+(this worker was paused or cut off past the TTL, or Redis lost its keys): taken back; 0: lost,
+another worker holds a larger token."""
 
 _FINISH = f"""
 if not {HOLDS_LUA} then return 0 end
@@ -119,6 +123,7 @@ class JobLease:
         self.fence: Fence | None = None
         self._stop = threading.Event()
         self._thread = None
+        self._lock = threading.Lock()  # one beat at a time: the heartbeat thread's and check()'s
 
     @property
     def token(self) -> int | None:
@@ -141,20 +146,23 @@ class JobLease:
 
     def _beat(self) -> bool:
         """Renew the lease in Redis; False (and `lost` set, a warning logged) once it is gone."""
+        with self._lock:
+            return self._beat_locked()
+
+    def _beat_locked(self) -> bool:
         if self.lost:
             return False
         status = int(self.r.eval(_BEAT, 4, self.key, fence_key(self.job_id), RUNNING_KEY, self.unacked_index_key,
                                  self.owner, self.token, self.ttl, self.job_id, self.record, FENCE_TTL,
                                  self.delivery_tag or ""))
         if status == 2:
-            log.warning("Redis had lost the lease of job %s (restarted empty?): taken back with token %d",
-                        self.job_id, self.token)
+            log.warning("the lease of job %s had vanished (this worker paused, or Redis restarted) and nobody took "
+                        "the job: taken back with token %d", self.job_id, self.token)
         if status == 0:
             self.lost = True
             now = self.holder()
-            log.warning("lost the lease of job %s (token %d): %s; this worker stops the job and writes nothing more",
-                        self.job_id, self.token,
-                        f"{now} took it over" if now else "it expired (this worker was paused or cut off)")
+            log.warning("lost the lease of job %s (token %d): %s took it over; this worker stops the job and "
+                        "writes nothing more", self.job_id, self.token, now or "another worker")
         return status > 0
 
     def _run(self) -> None:
