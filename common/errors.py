@@ -83,3 +83,9 @@ class WorkerNotInstalled(DigitqError):
 class LeaseLost(DigitqError):
     """This worker no longer holds the job's lease (paused or cut off past its TTL, and another
     worker took the job over): it stops and writes nothing more for the job."""
+
+
+class JobHandedBack(DigitqError):
+    """A worker stopping (SIGTERM) leaves its running job to another: it raises this from the
+    job, its lease is released and the job's running record kept, so the takeover sweep puts
+    the job back on its queue within seconds (digitq.worker.watchdog)."""

@@ -73,12 +73,14 @@ def make_worker_app(ctx: WorkerContext) -> Celery:
     return app
 
 
-def start_watchdog(ctx: WorkerContext) -> None:
-    """The takeover sweep (digitq.worker.watchdog), publishing through an app of its own."""
+def start_watchdog(ctx: WorkerContext, app: Celery) -> None:
+    """The takeover sweep (digitq.worker.watchdog), publishing through an app of its own (its
+    own connections, used from the sweep's thread); `app` stays the process' current app."""
     from digitq.worker.watchdog import Watchdog
 
-    ctx.watchdog = Watchdog(ctx.redis, make_celery(ctx.settings, ctx.broker_url), ctx.worker_id,
-                            ctx.settings.visibility_timeout).start()
+    publisher = make_celery(ctx.settings, ctx.broker_url)
+    app.set_current()
+    ctx.watchdog = Watchdog(ctx.redis, publisher, ctx.worker_id, ctx.settings.visibility_timeout).start()
 
 
 def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
@@ -92,7 +94,7 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
             return
         ctx.presence = Presence(ctx.redis, sender.hostname, ctx.queues, ctx.devices)
         ctx.presence.start()
-        start_watchdog(ctx)
+        start_watchdog(ctx, app)
         if ctx.settings.metrics_port:
             prometheus.start_metrics_server(ctx.settings.metrics_port, ctx.redis, ctx.queues)
 

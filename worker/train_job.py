@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from digitq.common.errors import DigitqError, JobCancelled
+from digitq.common.errors import DigitqError, JobCancelled, JobHandedBack
 from digitq.common.names import TRAIN_QUEUE, TRAIN_TASK, cancel_key
 from digitq.common.registry import register_model
 from digitq.common.schemas import TrainRequest, check_job_id
@@ -63,6 +63,8 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
             done = job_folder.read_json(folder / "result.json")  # it may have finished meanwhile
             if done is None:
                 done = _train_and_register(job_id, request, settings, r, report, owner, lease)
+        except JobHandedBack:  # the worker stops: the lease goes, the record stays for the sweep
+            raise
         except Exception:  # failed or cancelled: it ends here (a no-op once the lease is lost)
             lease.finish()
             raise

@@ -147,3 +147,16 @@ def test_the_sweep_puts_a_dead_workers_job_back_exactly_once(redis_server):
     with JobLease(r, "dead", "d:4", ttl=5, record=RECORD) as taken:  # the new delivery takes it
         assert taken.acquired
     live.__exit__(None, None, None)
+
+
+def test_a_worker_that_stops_hands_its_job_to_the_sweep_at_once(redis_server):
+    """Leaving the lease without `finish()` (a worker stopping: JobHandedBack, SIGTERM) frees the
+    lease but keeps the running record, so the next sweep re-publishes the job; `finish()`
+    (the job ended) leaves nothing to re-publish."""
+    r = redis_server.client()
+    published = []
+    with JobLease(r, "handed", "a:1", ttl=30, record=RECORD):
+        pass
+    with JobLease(r, "ended", "a:1", ttl=30, record=RECORD) as ended:
+        ended.finish()
+    assert sweep(r, lambda *a: published.append(a[2]), "w1", 60) == ["handed"] == published
