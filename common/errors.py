@@ -78,3 +78,7 @@ class NoSuchModel(DigitqError):
 
 class WorkerNotInstalled(DigitqError):
     """The worker extra (TensorFlow) is not installed in this environment."""
+
+
+class EnsembleMemberFailed(DigitqError):
+    """A member job of a fanned-out ensemble failed: the ensemble fails with it (common/ensemble.py)."""

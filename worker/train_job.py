@@ -34,12 +34,13 @@ def is_cancelled(r, job_id: str) -> bool:
 
 
 def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owner: str = "worker",
-                  delivery_tag: str | None = None) -> dict:
+                  delivery_tag: str | None = None, register: bool = True) -> dict:
     """Run one training job message and return its TrainResult as a dict.
 
     A job whose result.json exists (a redelivery after it finished) returns that result
     without training again; a cancelled job raises JobCancelled before or during training;
-    a job whose lease another worker holds raises JobAlreadyRunning.
+    a job whose lease another worker holds raises JobAlreadyRunning. `register` False: an
+    ensemble's member (digitq.worker.ensemble), whose model is registered only as part of the ensemble.
     """
     check_job_id(job_id)
     request = TrainRequest.from_dict(payload)
@@ -56,14 +57,20 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
         done = job_folder.read_json(folder / "result.json")  # it may have finished meanwhile
         if done is not None:
             return done
-        return _train_and_register(job_id, request, settings, r, report, owner)
+        return _train_and_register(job_id, request, settings, r, report, owner, register)
 
 
-def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report, owner: str) -> dict:
+def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report, owner: str,
+                        register: bool = True) -> dict:
     from digitq.worker.train import train
 
     folder = job_folder.job_dir(settings, job_id)
     result = train(request, job_id, settings, report=report, should_stop=lambda: is_cancelled(r, job_id))
+    if not register:  # an ensemble's member: digitq.worker.ensemble registers the ensemble
+        result.worker = owner
+        data = result.to_dict()
+        job_folder.write_json(folder / "result.json", data)
+        return data
     version = register_model(r, request.name, job_id, {
         "arch": request.arch,
         "hyperparameters": request.to_dict(),

@@ -87,8 +87,8 @@ def test_option_defaults_are_the_schemas():
     params = {p.name: p for p in command.params}
     renamed = {"lr": "learning_rate", "save_every": "save_every_batches"}
     for name, param in params.items():
-        if name in ("wait", "as_json", "timeout", "elastic", "conv_channels", "augment"):
-            assert name in ("wait", "as_json", "timeout", "elastic") or param.default is None
+        if name in ("wait", "as_json", "timeout", "elastic", "conv_channels", "augment", "parallel"):
+            assert name in ("wait", "as_json", "timeout", "elastic", "parallel") or param.default is None
             continue
         assert param.default == train_field(renamed.get(name, name)).default, name
         assert train_field(renamed.get(name, name)).metadata["doc"] in param.help, name
