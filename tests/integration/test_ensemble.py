@@ -18,6 +18,7 @@ import pytest
 
 from digitq.client.api import Client
 from digitq.common import ensemble
+from digitq.common.errors import JobCancelled
 from digitq.common.names import TRAIN_TASK, lease_key
 from digitq.common.registry import list_models
 from digitq.common.schemas import TrainRequest
@@ -145,16 +146,38 @@ def test_members_fan_out_and_a_job_submitted_meanwhile_gets_the_next_free_worker
     assert next(j for j in listed if j["job_id"] == parent)["model"] == "ens-a:1"
 
 
+def test_cancelling_an_ensemble_stops_its_members_and_registers_nothing(stack):
+    """`digitq cancel PARENT` while its members train: it is REVOKED at once, its running members
+    stop within seconds, and no model is registered."""
+    client, r = stack.client, stack.r
+    parent = client.submit_train(request("ens-x", 2, epochs=50, train_size=3000, arch="mlp"))
+    wait_for(lambda: (client.status(parent).progress or {}).get("phase") == "train", 120, "a member to train")
+    env = dict(os.environ, DIGITQ_BROKER_URL=stack.server.url)
+    proc = run_cli(["cancel", parent], env)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cancelled {parent}", proc.stderr
+    assert client.status(parent).state == "REVOKED"
+    members = [ensemble.member_id(parent, k) for k in range(2)]
+    wait_for(lambda: all(client.status(m).state == "REVOKED" for m in members), 60, "both members to stop")
+    assert versions(r, "ens-x") == []
+    with pytest.raises(JobCancelled):
+        client.wait(parent, timeout=10)
+
+
+KILLED_RECIPE = request("ens-c", 2, epochs=6, train_size=1500, arch="mlp")
+"""Epochs of about a second: time to kill a member's worker after its first epoch and before its last."""
+
+
 def test_a_member_whose_worker_is_killed_resumes_elsewhere_and_the_ensemble_registers_once(stack, data_dir):
     """kill -9 the worker of a member after its first epoch: the member is redelivered to the other
     worker and resumes from its backup; the ensemble completes once, with one model version, and a
     member delivered again afterwards changes nothing."""
     client, r = stack.client, stack.r
-    parent = client.submit_train(request("ens-c", 2, epochs=2, train_size=1500))
+    parent = client.submit_train(KILLED_RECIPE)
     members = [ensemble.member_id(parent, k) for k in range(2)]
     victim_member = wait_for(lambda: next((m for m in members if len(history(stack.home, m)) >= 1), None), 240,
                              "a member's first epoch")
     before = history(stack.home, victim_member)
+    assert len(before) < 6, "the member finished before it could be killed"
     holder = int(r.get(lease_key(victim_member)).decode().rsplit(":", 1)[1])
     victim = next(w for w in stack.workers if w.proc.pid == holder)
     victim.kill()
@@ -163,13 +186,13 @@ def test_a_member_whose_worker_is_killed_resumes_elsewhere_and_the_ensemble_regi
     assert res["state"] == "SUCCESS" and res["resumed"] is True
     assert versions(r, "ens-c") == [1]
     member = json.loads((stack.home / "jobs" / victim_member / "result.json").read_text())
-    assert member["resumed"] is True and [e["epoch"] for e in member["history"]] == [1, 2]
+    assert member["resumed"] is True and [e["epoch"] for e in member["history"]] == list(range(1, 7))
     assert member["history"][: len(before)] == before, "epochs finished before the kill were not re-run"
     assert len(set(res["member_workers"])) == 1, "the survivor finished both members"
     check_averaged(res, stack.home, data_dir)
 
     survivor = next(w for w in stack.workers if w is not victim)
-    payload = ensemble.member_request(request("ens-c", 2, epochs=2, train_size=1500), 0).to_dict()
+    payload = ensemble.member_request(KILLED_RECIPE, 0).to_dict()
     client.app.send_task(TRAIN_TASK, args=[payload], task_id=members[0], queue="train")  # delivered once more
     wait_for(lambda: "finished (delivered again)" in survivor.log(), 60, "the redelivered member")
     assert versions(r, "ens-c") == [1] and client.wait(parent, timeout=10)["model"] == "ens-c:1"
