@@ -110,8 +110,13 @@ def check_averaged(res: dict, home, data_dir) -> None:
     """The registered accuracy is that of the mean of the members' saved test probabilities."""
     probs = [np.load(home / "jobs" / m / "test_probs.npy") for m in res["member_jobs"]]
     labels = mnist_test(data_dir)[1][:TEST_SIZE]
-    averaged = float((np.mean(np.stack(probs).astype(np.float64), axis=0).argmax(1) == labels).mean())
-    assert res["test_accuracy"] == pytest.approx(averaged, abs=1e-9)
+    mean = np.mean(np.stack(probs).astype(np.float64), axis=0)
+    assert res["test_accuracy"] == pytest.approx(float((mean.argmax(1) == labels).mean()), abs=1e-9)
+    loss = float(-np.log(np.clip(mean[np.arange(len(labels)), labels], 1e-7, 1.0)).mean())
+    assert res["test_loss"] == pytest.approx(loss, rel=1e-6), "the loss of the averaged probabilities"
+    confusion = np.zeros((10, 10), int)
+    np.add.at(confusion, (labels.astype(int), mean.argmax(1)), 1)
+    assert res["confusion"] == confusion.tolist()
     assert res["member_accuracies"] == pytest.approx([float((p.argmax(1) == labels).mean()) for p in probs], abs=1e-9)
     assert res["members"] == [str(home / "jobs" / m / "model.keras") for m in res["member_jobs"]]
 
