@@ -78,6 +78,32 @@ def test_each_finish_counts_once_and_at_most_the_limit_is_in_flight(shared_redis
     assert ensemble.parent_of(r, "not-a-member") is None
 
 
+def test_a_failed_member_fails_the_ensemble_and_stops_the_others(redis_server, tmp_path, monkeypatch):
+    """Called directly, on a redis-server no worker serves: member 2 of 3 fails -> the ensemble is FAILURE with its reason,
+    the other members get their cancel flags, nothing more is queued; a member cancelled on its
+    own cancels the ensemble."""
+    from digitq.common.celery_app import make_celery
+    from digitq.common.names import cancel_key
+    from digitq.common.settings import load_settings
+    from digitq.worker.ensemble import fail_ensemble, member_cancelled
+
+    monkeypatch.setenv("DIGITQ_HOME", str(tmp_path))
+    settings = load_settings()
+    client, r = Client(redis_server.url, settings), redis_server.client()
+    app = make_celery(settings, redis_server.url)
+    failed = client.submit_train(request("fail-1", 3, arch="mlp"), parallel=1)
+    fail_ensemble(failed, 1, "DataError: no MNIST", settings, r, app)
+    st = client.status(failed)
+    assert st.state == "FAILURE" and st.error == f"member 2/3 ({failed}-m1) failed: DataError: no MNIST", st.error
+    assert [bool(r.exists(cancel_key(ensemble.member_id(failed, k)))) for k in range(3)] == [True, False, True]
+    assert ensemble.member_done(r, failed, 0, 3).send == [], "nothing more is queued"
+
+    alone = client.submit_train(request("fail-2", 2, arch="mlp"))
+    member_cancelled(alone, 0, settings, r, app)
+    assert client.status(alone).state == "REVOKED"
+    assert r.exists(cancel_key(ensemble.member_id(alone, 1)))
+
+
 # --- real workers ---------------------------------------------------------------------------------
 
 
