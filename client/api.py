@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 import redis
 
-from digitq.common import registry
+from digitq.common import ensemble, registry
 from digitq.common.celery_keys import task_meta_key
 from digitq.common.errors import (
     BrokerUnavailable, DigitqError, InvalidRequest, JobCancelled, JobFailed, NoSuchJob, NoSuchModel,
@@ -263,11 +263,37 @@ class Client:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.05)  # a GET on Redis is cheap: poll often
 
-    def submit_train(self, request: TrainRequest) -> str:
-        """Queue a training job; returns its job id."""
+    def submit_train(self, request: TrainRequest, parallel: int = 0) -> str:
+        """Queue a training job; returns its job id. An ensemble (`request.ensemble` K > 1) is K
+        member jobs spread over the workers, at most `parallel` queued or running at once (0: as
+        many as there are live train workers); the id returned follows them all."""
         request.check()
+        ensemble.check_parallel(parallel, request.ensemble)
         self.check_dataset(request.dataset)
+        if request.ensemble > 1:
+            return self._submit_ensemble(request, parallel)
         return self._submit(TRAIN_TASK, TRAIN_QUEUE, request.to_dict(), "train", request.name)
+
+    # --- an ensemble fanned out over the workers (digitq.common.ensemble) ---------------------------
+    def _submit_ensemble(self, request: TrainRequest, parallel: int) -> str:
+        """Record the ensemble and its K members, then queue the first members (up to the limit);
+        the workers queue the rest as members finish, and register the ensemble after the last."""
+        parent = uuid.uuid4().hex
+        self.record_job(parent, "train", request.name, request.to_dict())
+        self.redis.hset(job_key(parent), "ensemble", request.ensemble)
+        rec = ensemble.create(self.redis, parent, request, parallel, self.settings.result_ttl)
+        now, pipe = time.time(), self.redis.pipeline()
+        for k, member in enumerate(rec.members):  # `digitq status MEMBER` works; `digitq jobs` lists the parent
+            pipe.hset(job_key(member), mapping={"kind": "train", "name": request.name, "submitted": now,
+                                                "parent": parent, "request": json.dumps(
+                                                    ensemble.member_request(request, k).to_dict())})
+            pipe.expire(job_key(member), self.settings.result_ttl)
+        pipe.execute()
+        self.match_local_worker()
+        for k in ensemble.dispatch(self.redis, parent, ensemble.dispatch_limit(self.redis, parallel)):
+            self.send(TRAIN_TASK, ensemble.member_request(request, k).to_dict(), TRAIN_QUEUE,
+                      task_id=ensemble.member_id(parent, k))
+        return parent
 
     def check_dataset(self, dataset: str) -> None:
         """Refuse a dataset folder before it is queued, where this client can see what the worker
@@ -305,6 +331,10 @@ class Client:
                 st.error = _error_text(value) or ("cancelled" if st.state == JobState.REVOKED.value else "failed")
             elif st.state == JobState.PROGRESS.value and isinstance(value, dict):
                 st.progress = value
+        if info.get("ensemble") and st.state not in FINISHED_STATES:  # no task of its own: its members'
+            rec = ensemble.EnsembleRecord.load(self.redis, job_id)
+            if rec is not None:
+                st.state, st.progress = ensemble.parent_progress(self.redis, rec)
         return st
 
     def wait(self, job_id: str, on_progress: Callable[[JobStatus], None] | None = None,
@@ -383,6 +413,13 @@ class Client:
         if st.state in FINISHED_STATES:
             return st
         self.redis.set(cancel_key(job_id), 1, ex=self.settings.result_ttl)
+        if self.redis.hexists(job_key(job_id), "ensemble"):  # its members stop; none is queued any more
+            members = ensemble.cancel(self.redis, job_id)
+            for member in members:
+                self.redis.set(cancel_key(member), 1, ex=self.settings.result_ttl)
+                self.app.control.revoke(member)
+            self.app.backend.mark_as_revoked(job_id, reason="cancelled")
+            return self.status(job_id)
         self.app.control.revoke(job_id)
         if st.state == JobState.PENDING.value:
             self.app.backend.mark_as_revoked(job_id, reason="cancelled")

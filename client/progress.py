@@ -33,6 +33,9 @@ class TrainProgress:
 
     def update(self, st: JobStatus) -> None:
         p = st.progress or {}
+        if st.state in ("PENDING", "PROGRESS") and p.get("ensemble"):
+            self._update_ensemble(p)
+            return
         if st.state in ("PENDING", "STARTED", "RECEIVED") or (st.state == "PROGRESS" and p.get("phase") != "train"):
             label = {"PENDING": "queued", "STARTED": "starting"}.get(st.state, p.get("phase", st.state.lower()))
             self.progress.update(self.task, description=label, detail="")
@@ -61,6 +64,27 @@ class TrainProgress:
         elif st.state == "SUCCESS":
             t = self.progress.tasks[0]
             self.progress.update(self.task, description="done", completed=t.total or 1, total=t.total or 1)
+
+
+    def _update_ensemble(self, p: dict) -> None:
+        """An ensemble's members (digitq.common.ensemble.parent_progress): e.g. `member 2/5 epoch
+        3/5` (the running member furthest behind), `members 1,2/5` when several run, and how many
+        are done."""
+        k, running = p["ensemble"], p.get("running") or []
+        who = f"member {running[0]}/{k}" if len(running) == 1 else (
+            f"members {','.join(map(str, running))}/{k}" if running else f"members -/{k}")
+        detail = [f"{p.get('members_done', 0)}/{k} done"]
+        if p.get("phase") != "train":
+            self.progress.update(self.task, description=f"{who} {p.get('phase', 'queued')}" if running else "queued",
+                                 detail="  ".join(detail))
+            return
+        detail.append(f"batch {p.get('batch', 0)}/{p.get('batches', 1)}")
+        for key, name in (("loss", "loss"), ("accuracy", "acc"), ("val_accuracy", "val_acc")):
+            if key in p:
+                detail.append(f"{name} {p[key]:.4f}")
+        self.progress.update(self.task, description=f"{who} epoch {p.get('epoch')}/{p.get('epochs', 1)}",
+                             total=p.get("total_batches") or None, completed=p.get("completed_batches", 0),
+                             detail="  ".join(detail))
 
 
 def _fmt_seconds(s: float) -> str:

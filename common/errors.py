@@ -89,3 +89,7 @@ class JobHandedBack(DigitqError):
     """A worker stopping (SIGTERM) leaves its running job to another: it raises this from the
     job, its lease is released and the job's running record kept, so the takeover sweep puts
     the job back on its queue within seconds (digitq.worker.watchdog)."""
+
+
+class EnsembleMemberFailed(DigitqError):
+    """A member job of a fanned-out ensemble failed: the ensemble fails with it (common/ensemble.py)."""

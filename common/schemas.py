@@ -215,7 +215,7 @@ class TrainRequest(_Validated):
     augment: str | None = _spec(None, str, choices=AUGMENTATIONS, optional=True, flag="--augment/--no-augment",
                                 doc="Random affine augmentation (rotation, shear, zoom, shift), or none at all.")
     ensemble: int = _spec(1, int, 1, 16,
-                          doc="Train K models (seeds seed..seed+K-1) as one job; predictions are averaged.")
+                          doc="Train K models (seeds seed..seed+K-1) as K member jobs spread over the workers; one model averages them.")
     track_test: bool = _spec(False, bool, flag="--track-test",
                              doc="Also score the test set after every epoch (history gets test_accuracy).")
     precision: str = _spec("float32", str, choices=PRECISIONS,
@@ -300,6 +300,9 @@ class TrainResult(_Result):
     member_accuracies: list = _spec([], list, item=float, min_len=0, max_len=64, nan_ok=True)  # each member's own
     warnings: list = _spec([], list, item=str, min_len=0, max_len=64)  # e.g. an accelerator option ignored on a CPU
     resumed: bool = _spec(False, bool)  # an earlier delivery was interrupted and this one went on from its backup
+    # --- an ensemble fanned out over the workers (digitq.common.ensemble) ---
+    member_jobs: list = _spec([], list, item=str, min_len=0, max_len=64)  # its members' job ids
+    member_workers: list = _spec([], list, item=str, min_len=0, max_len=64)  # host:pid that finished each member
 
 
 # --- predicting ------------------------------------------------------------------------------

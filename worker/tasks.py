@@ -19,7 +19,7 @@ from celery.exceptions import Ignore
 
 from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled, LeaseLost
 from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
-from digitq.worker import train_job
+from digitq.worker import ensemble, train_job
 from digitq.worker.compat import TaskResultSummaries, delivery_tag_of
 
 if TYPE_CHECKING:
@@ -99,9 +99,16 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
                 log.warning("progress report failed: %s", exc)
 
         tag = delivery_tag_of(self.request.id)
-        return _run(self, lambda request: train_job.run_train_job(self.request.id, request, settings, r, report,
-                                                                  owner=ctx.worker_id, delivery_tag=tag),
-                    args, kwargs, limit)
+
+        def train(request, register=True):
+            return train_job.run_train_job(self.request.id, request, settings, r, report, owner=ctx.worker_id,
+                                           delivery_tag=tag, register=register)
+
+        # An ensemble's member (digitq.worker.ensemble): trained like any job, then counted, the next
+        # members queued, and the ensemble registered after the last; any other job: train(request).
+        return _run(self, lambda request: ensemble.run_train_message(
+            self.request.id, lambda register: train(request, register), settings, r, self.app, ctx.worker_id),
+            args, kwargs, limit)
 
     @app.task(bind=True, name=PREDICT_TASK, shared=False, lazy=False, throws=EXPECTED)
     def predict_task(self, *args, **kwargs):

@@ -35,14 +35,15 @@ def is_cancelled(r, job_id: str) -> bool:
 
 
 def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owner: str = "worker",
-                  delivery_tag: str | None = None) -> dict:
+                  delivery_tag: str | None = None, register: bool = True) -> dict:
     """Run one training job message and return its TrainResult as a dict.
 
     A job whose result.json exists (a redelivery after it finished) returns that result
     without training again; a cancelled job raises JobCancelled before or during training;
     a job whose lease another worker holds raises JobAlreadyRunning (that worker's running
     record keeps the job, so this delivery may be acknowledged); a worker that loses the lease
-    mid-job raises LeaseLost and has written nothing of the job's outcome.
+    mid-job raises LeaseLost and has written nothing of the job's outcome. `register` False: an
+    ensemble's member (digitq.worker.ensemble), whose model is registered only as part of the ensemble.
     """
     check_job_id(job_id)
     request = TrainRequest.from_dict(payload)
@@ -62,7 +63,7 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
         try:
             done = job_folder.read_json(folder / "result.json")  # it may have finished meanwhile
             if done is None:
-                done = _train_and_register(job_id, request, settings, r, report, owner, lease)
+                done = _train_and_register(job_id, request, settings, r, report, owner, lease, register)
         except JobHandedBack:  # the worker stops: the lease goes, the record stays for the sweep
             raise
         except Exception:  # failed or cancelled: it ends here (a no-op once the lease is lost)
@@ -73,7 +74,7 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
 
 
 def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report, owner: str,
-                        lease: JobLease) -> dict:
+                        lease: JobLease, register: bool = True) -> dict:
     """Train under `lease`: the lease is checked with the cancel flag about once a second and
     before each progress report, and every outcome write (files, registry, result.json) is
     fenced by its token."""
@@ -90,6 +91,11 @@ def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, 
 
     folder = job_folder.job_dir(settings, job_id)
     result = train(request, job_id, settings, report=fenced_report, should_stop=should_stop, commit=lease.commit)
+    if not register:  # an ensemble's member: digitq.worker.ensemble registers the ensemble
+        result.worker = owner
+        data = result.to_dict()
+        job_folder.write_json(folder / "result.json", data, commit=lease.commit)
+        return data
     version = register_model(r, request.name, job_id, {
         "arch": request.arch,
         "hyperparameters": request.to_dict(),

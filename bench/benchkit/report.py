@@ -45,6 +45,11 @@ GPU_NOTES = Path(__file__).resolve().parent.parent / "gpu_check.md"
 GPU machine, not by the suite) and the JAX-worker decision."""
 
 
+ENSEMBLE_NOTES = Path(__file__).resolve().parent.parent / "ensemble_scaling.md"
+"""Written by bench/ensemble_scaling.py (not a suite section: it runs its own redis-server and pinned
+workers), appended before the GPU notes."""
+
+
 def render_report(run, base: Path) -> str:
     """BENCHMARKS.md from a run (args, machine, results, timings, plot_files, elapsed()); plot links relative
     to base, the report's folder."""
@@ -58,8 +63,9 @@ def render_report(run, base: Path) -> str:
     L += INTRO + _machine(run) + _summary(R)
     for number, name in enumerate(REPORT_ORDER, 1):
         L += _section(run, number, SECTIONS[name], base)
-    if GPU_NOTES.is_file():
-        L += GPU_NOTES.read_text().rstrip("\n").splitlines() + [""]
+    for notes in (ENSEMBLE_NOTES, GPU_NOTES):
+        if notes.is_file():
+            L += notes.read_text().rstrip("\n").splitlines() + [""]
     return "\n".join(L).rstrip() + "\n"
 
 

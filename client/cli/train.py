@@ -18,6 +18,7 @@ from digitq.client.cli import session
 from digitq.client.cli.output import (
     INTERRUPTED_EXIT, err, friendly_errors, line, note, out, pct, print_json, train_result_table,
 )
+from digitq.common.ensemble import check_parallel
 from digitq.common.errors import InvalidRequest, JobAlreadyFinished
 from digitq.common.schemas import TrainRequest, TrainResult, help_text, train_field
 
@@ -87,6 +88,7 @@ def submit_train(
     augment: Annotated[Optional[bool], _option("augment")] = None,
     elastic: Annotated[bool, typer.Option("--elastic", help="With --augment: add an elastic distortion (Simard et al. 2003: smooth random displacements, RMS ~1.1 px) to the affine transform, in the same resampling.")] = False,
     ensemble: Annotated[int, _option("ensemble")] = _default("ensemble"),
+    parallel: Annotated[int, typer.Option("--parallel", help="With --ensemble: at most N members queued or running at once, the next queued as one finishes, so other jobs get workers meanwhile (0 = as many as live train workers).")] = 0,
     precision: Annotated[str, _option("precision")] = _default("precision"),
     jit: Annotated[bool, _option("jit")] = _default("jit"),
     track_test: Annotated[bool, _option("track_test")] = _default("track_test"),
@@ -112,9 +114,10 @@ def submit_train(
     if dataset != _default("dataset"):
         fields["dataset"] = os.path.abspath(os.path.expanduser(dataset))
     request = TrainRequest.from_dict(fields)  # bad input fails here, before any connection
+    check_parallel(parallel, request.ensemble)
     check_timeout(timeout)
     client = session.get_client()
-    job_id = client.submit_train(request)
+    job_id = client.submit_train(request, parallel=parallel)
     if not (wait or as_json):
         line(job_id)
         return

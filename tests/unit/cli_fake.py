@@ -68,8 +68,8 @@ class FakeClient:
         return self
 
     # --- jobs
-    def submit_train(self, request):
-        self._call("submit_train", request)
+    def submit_train(self, request, parallel=0):
+        self._call("submit_train", request, parallel=parallel)
         return JOB
 
     def wait(self, job_id, on_progress=None, timeout=None):

@@ -68,6 +68,8 @@ def test_a_relative_dataset_is_made_absolute_here(cli, tmp_path, monkeypatch):
     (["--schedule", "cosine"], "unknown schedule 'cosine'"),
     (["--label-smoothing", "0.9"], "label_smoothing must be between"),
     (["--precision", "half"], "unknown precision 'half'"),
+    (["--parallel", "2"], "use it with --ensemble K"),
+    (["--ensemble", "2", "--parallel", "65"], "--parallel must be between 0 and 64"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_client(cli, args, message):
     r = cli("submit-train", *args)
@@ -87,8 +89,8 @@ def test_option_defaults_are_the_schemas():
     params = {p.name: p for p in command.params}
     renamed = {"lr": "learning_rate", "save_every": "save_every_batches"}
     for name, param in params.items():
-        if name in ("wait", "as_json", "timeout", "elastic", "conv_channels", "augment"):
-            assert name in ("wait", "as_json", "timeout", "elastic") or param.default is None
+        if name in ("wait", "as_json", "timeout", "elastic", "conv_channels", "augment", "parallel"):
+            assert name in ("wait", "as_json", "timeout", "elastic", "parallel") or param.default is None
             continue
         assert param.default == train_field(renamed.get(name, name)).default, name
         assert train_field(renamed.get(name, name)).metadata["doc"] in param.help, name
@@ -188,3 +190,32 @@ def test_no_arguments_shows_the_commands(cli):
     for command in ("submit-train", "status", "wait", "jobs", "cancel", "worker", "predict", "evaluate", "report",
                     "workers", "logs", "tensorboard", "local", "models"):
         assert f"  {command} " in r.output, command
+
+
+def test_parallel_reaches_the_client_with_the_ensemble(cli):
+    assert cli("submit-train", "--ensemble", "3", "--parallel", "2").exit_code == 0
+    (request,), kwargs = cli.client.args_of("submit_train")
+    assert request.ensemble == 3 and kwargs == {"parallel": 2}
+
+
+def test_an_ensembles_progress_shows_its_members_together():
+    """The bar of an ensemble fanned out over the workers: who runs, the slowest member's epoch, and
+    the batches done over all K members (digitq.common.ensemble.parent_progress)."""
+    from rich.console import Console
+
+    from digitq.client.progress import TrainProgress
+
+    with TrainProgress(Console(file=open(os.devnull, "w"), width=120)) as bar:
+        bar.update(JobStatus(JOB, "PENDING", progress={"phase": "queued", "ensemble": 3, "members_done": 0,
+                                                        "running": []}))
+        assert bar.progress.tasks[0].description == "queued"
+        bar.update(JobStatus(JOB, "PROGRESS", progress={
+            "phase": "train", "ensemble": 3, "members_done": 1, "running": [2, 3], "member": 2, "epoch": 1,
+            "epochs": 2, "batch": 5, "batches": 10, "loss": 0.5, "completed_batches": 26, "total_batches": 60}))
+        task = bar.progress.tasks[0]
+        assert task.description == "members 2,3/3 epoch 1/2"
+        assert (task.completed, task.total) == (26, 60)
+        assert "1/3 done" in task.fields["detail"] and "loss 0.5000" in task.fields["detail"]
+        bar.update(JobStatus(JOB, "PROGRESS", progress={"phase": "train", "ensemble": 3, "members_done": 2,
+                                                         "running": [3], "member": 3, "epoch": 2, "epochs": 2}))
+        assert bar.progress.tasks[0].description == "member 3/3 epoch 2/2"
