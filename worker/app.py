@@ -20,7 +20,7 @@ from celery import Celery, signals
 from digitq.common.celery_app import make_celery
 from digitq.common.errors import DigitqError
 from digitq.common.settings import Settings
-from digitq.worker import prometheus
+from digitq.worker import prometheus, shutdown
 from digitq.worker.presence import JobLogHandler, Presence
 from digitq.worker.tasks import register_tasks
 
@@ -108,6 +108,9 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
             ctx.presence.job_finished()
         prometheus.job_ended(task.name, state or "UNKNOWN")
 
+    # SIGTERM / Ctrl-C: Celery's handler sends this from the signal handler (sender: the node
+    # name, not the app); a running training job hands itself back at its next batch.
+    signals.worker_shutting_down.connect(shutdown.request, weak=False)
     # weak=False: the hooks are closures that nothing else holds.
     signals.worker_ready.connect(announce, weak=False)
     signals.worker_shutdown.connect(withdraw, weak=False)

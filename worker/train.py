@@ -5,6 +5,12 @@ evaluate, save.
 
 Batch size is per replica: the global batch is batch_size x replicas (with 2 or more devices,
 MirroredStrategy splits each global batch across the replicas and all-reduces the gradients).
+
+Backups (digitq.worker.backup) are whole generations written atomically at every epoch end,
+every `--save-every` batches, and when the worker is asked to stop (digitq.worker.shutdown: the
+job then raises JobHandedBack and goes back to the queue). A redelivered job resumes from the
+newest usable one, mid-epoch if it was taken mid-epoch: the rest of that epoch runs as a `fit`
+of its own, then the remaining epochs.
 An ensemble trains its K members one after another, each in `member-<k>/` with its own
 backups, so a redelivered job skips the members already done; their test probabilities are
 averaged.
@@ -25,7 +31,8 @@ import numpy as np
 
 from digitq.common.schemas import TrainRequest, TrainResult
 from digitq.common.settings import Settings
-from digitq.worker import data, job_folder
+from digitq.worker import data, job_folder, shutdown
+from digitq.worker.backup import BackupStore
 from digitq.worker.devices import configure_devices, make_strategy
 from digitq.worker.scoring import score_predictions
 
@@ -68,8 +75,21 @@ class _Member:
     resumed: bool
 
 
+def fit_phases(epoch: int, batch: int, epochs: int, steps_per_epoch: int) -> list[tuple[int, int, int]]:
+    """The `fit` calls that finish training from `epoch` epochs and `batch` batches done:
+    (initial_epoch, batches already done in it, steps per epoch of this fit). A mid-epoch resume
+    runs the rest of its epoch alone, then the remaining epochs."""
+    phases = []
+    if batch:
+        phases.append((epoch, batch, steps_per_epoch - batch))
+        epoch += 1
+    if epoch < epochs:
+        phases.append((epoch, 0, steps_per_epoch))
+    return phases
+
+
 def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Settings, report, should_stop,
-             label: str) -> _Member:
+             label: str, backup_guard: Callable[[], bool] | None = None) -> _Member:
     import keras
 
     from digitq.worker import callbacks as cb
@@ -88,20 +108,27 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
         log.warning(w)
 
     folder.mkdir(parents=True, exist_ok=True)
-    backup_dir = folder / "backup"
-    resumed = (backup_dir / "training_metadata.json").exists()
+    store = BackupStore(folder / "backup", guard=backup_guard)
     log.info("%s: %s on %d %s images (%d validation), %d epoch(s), %d replica(s) on %s, global batch %d%s%s",
              label, hp.arch, len(ds.train), ds.name, len(ds.val), request.epochs, replicas,
              ", ".join(info["gpus"]) or "CPU", global_batch, f", augment {hp.augment}" if hp.augment != "none" else "",
-             ", resuming from backup" if resumed else "")
+             ", a backup exists" if store.exists() else "")
     keras.utils.set_random_seed(request.seed)
     keras.mixed_precision.set_global_policy(policy)
     try:
         with strategy.scope():
             model = build_model(hp, mean, std, replicas)
             compile_model(model, hp, steps_per_epoch * request.epochs, jit=jit)
+            resume = store.restore(model, steps_per_epoch, request.epochs)
     finally:
         keras.mixed_precision.set_global_policy("float32")  # the next job starts clean
+    resumed = resume.source is not None
+    if resumed:
+        log.info("%s: resuming from backup %s at epoch %d batch %d of %d", label, resume.source.name,
+                 resume.epoch + 1, resume.batch, steps_per_epoch)
+    elif resume.unusable:
+        log.warning("%s: no usable backup (%d unusable); training starts over from epoch 1", label,
+                    len(resume.unusable))
 
     augment = make_augmenter(hp.augment, request.seed)
     train_ds = data.make_tf_dataset(ds.train, global_batch, shuffle=request.shuffle, seed=request.seed,
@@ -110,18 +137,24 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     has_test = ds.test is not None and len(ds.test) > 0
     test_images = data.make_images_dataset(ds.test.x[..., None], PREDICT_BATCH * replicas) if has_test else None
     track = (test_images, ds.test.y) if request.track_test and has_test else None
-    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track)
+    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track, start_epoch=resume.epoch,
+                                    resumed=resumed, steps_per_epoch=steps_per_epoch)
     callbacks = [
-        cb.EpochAndBatchBackup(str(backup_dir), save_freq=request.save_every_batches or "epoch"),
-        history_cb,
+        history_cb,  # before the backup: an epoch's entry is written before a backup counts it done
+        cb.BackupCallback(store, steps_per_epoch, every=request.save_every_batches, hand_back=shutdown.requested),
         keras.callbacks.TensorBoard(str(folder / "tensorboard"), write_graph=False, profile_batch=0),
         cb.ProgressCallback(report, request.epochs, steps_per_epoch, global_batch),
     ]
     if should_stop is not None:
         callbacks.append(cb.CancelCallback(should_stop))
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=request.epochs, steps_per_epoch=steps_per_epoch,
-                  callbacks=callbacks, shuffle=False, verbose=0)  # the tf.data pipeline shuffles (seeded)
+        for first, offset, steps in fit_phases(resume.epoch, resume.batch, request.epochs, steps_per_epoch):
+            for c in callbacks:
+                if hasattr(c, "batch_offset"):
+                    c.batch_offset = offset
+            model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=first + 1 if offset else
+                      request.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                      verbose=0)  # the tf.data pipeline shuffles (seeded)
         report({"phase": "evaluating"})
         probs = None
         if has_test:
@@ -133,6 +166,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
         partial = folder / ".partial.keras"
         keras.Model(model.inputs, model.outputs, name=model.name).save(partial)
         os.replace(partial, folder / "model.keras")
+        store.clear()  # after model.keras: a kill before this resumes from the last backup
     finally:
         del model
         keras.backend.clear_session()
@@ -155,10 +189,14 @@ def train(
     settings: Settings,
     report: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    backup_guard: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train, evaluate on the test set, save `model.keras` (or K members), and return the result.
 
-    Resumes from `backup/` when an earlier delivery of the same job left one.
+    Resumes from `backup/` when an earlier delivery of the same job left a usable one.
+    `backup_guard()` is asked before each backup is put in place (False: not written, e.g. this
+    worker no longer holds the job). Raises JobHandedBack, after a backup, once the worker is
+    asked to stop (digitq.worker.shutdown).
     """
     started = time.time()
     report = report or (lambda meta: None)
@@ -185,7 +223,8 @@ def train(
                 log.info("%s: already trained by an earlier delivery", label)
                 members.append(done)
                 continue
-        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label))
+        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label,
+                               backup_guard))
 
     if ds.test is not None and len(ds.test) and all(m.probs is not None for m in members):
         probs = np.mean([m.probs for m in members], axis=0)
