@@ -21,6 +21,7 @@ from digitq.common.celery_app import make_celery
 from digitq.common.errors import DigitqError
 from digitq.common.settings import Settings
 from digitq.worker import prometheus, shutdown
+from digitq.worker.compat import QuietRequeues
 from digitq.worker.presence import JobLogHandler, Presence
 from digitq.worker.tasks import register_tasks
 
@@ -68,6 +69,7 @@ def make_worker_app(ctx: WorkerContext) -> Celery:
     announce the worker, collect each job's log lines and count jobs for Prometheus."""
     app = make_celery(ctx.settings, ctx.broker_url)
     register_tasks(app, ctx)
+    QuietRequeues().install()
     _connect_signals(app, ctx)
     return app
 

@@ -11,7 +11,9 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
 - Celery logs each task's success through the `celery.app.trace` logger with a dict of
   arguments holding `id` and `return_value` (the result's repr, up to 1 KB); a predict chunk's
   result is its probabilities, so the worker replaces it with a summary line
-  (`TaskResultSummaries`).
+  (`TaskResultSummaries`). It logs a task's `Reject(requeue=True)` with a traceback; a job
+  handed back by a stopping worker is no error, so the worker drops that traceback
+  (`QuietRequeues`).
 - TensorFlow says whether its oneDNN CPU kernels run only through a private module
   (`onednn_enabled`).
 
@@ -94,5 +96,20 @@ class TaskResultSummaries(logging.Filter):
         return True
 
     def install(self) -> TaskResultSummaries:
+        logging.getLogger(TRACE_LOGGER).addFilter(self)
+        return self
+
+
+class QuietRequeues(logging.Filter):
+    """Keeps Celery's "Task ... reject requeue=True: <reason>" line but drops its traceback: a
+    stopping worker handing its job back (digitq.worker.shutdown) is not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "Reject" and getattr(exc, "requeue", False):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+    def install(self) -> QuietRequeues:
         logging.getLogger(TRACE_LOGGER).addFilter(self)
         return self

@@ -61,7 +61,7 @@ def _run(task, fn, args: tuple, kwargs: dict, limit: int):
         raise Ignore()
     except JobHandedBack:  # the worker is stopping: the message goes back to the head of its queue now
         log.info("job %s handed back to the queue", job_id)
-        raise Reject(requeue=True)
+        raise Reject("worker stopping: job handed back", requeue=True) from None
     except train_job.JobAlreadyRunning as exc:  # a duplicate delivery: ack it, leave the state alone
         log.warning("%s; dropping this duplicate delivery", exc)
         raise Ignore()
