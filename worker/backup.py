@@ -14,7 +14,7 @@ in place, so a kill during a save leaves half a file that fails every later deli
 `double_checkpoint` copies the old files in place too. Here a save writes a fresh temporary
 folder (files fsynced) and renames it to the next `gen-<n>` in one step, then deletes all but
 the newest KEEP generations: a kill at any moment leaves complete generations and at most one
-temporary folder, which the next save or restore removes.
+temporary folder, which the next restore removes.
 
 A generation is used only if its state.json parses, its weights hash to the recorded sha256, they
 load into the model, and the optimizer's step counter then equals the recorded one: weights and
@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 from typing import Callable
 
@@ -103,9 +104,13 @@ class BackupStore:
         gens = [(int(m.group(1)), p) for p in self.folder.iterdir() if (m := _GEN_RE.match(p.name))]
         return [p for _, p in sorted(gens, reverse=True)]
 
-    def _remove_temporaries(self) -> None:
-        for p in self.folder.glob(".tmp-*"):
+    def _remove_temporaries(self, prefix: str = ".tmp-") -> None:
+        for p in self.folder.glob(f"{prefix}*"):
             shutil.rmtree(p, ignore_errors=True)
+
+    @staticmethod
+    def _own_prefix() -> str:
+        return f".tmp-{socket.gethostname()}-{os.getpid()}-"
 
     def save(self, model, epoch: int, batch: int, steps_per_epoch: int) -> Path | None:
         """Write a new generation: `epoch` epochs and `batch` batches of the next one done.
@@ -113,7 +118,7 @@ class BackupStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         gens = self.generations()
         number = int(gens[0].name[4:]) + 1 if gens else 1
-        tmp = self.folder / f".tmp-{os.getpid()}-{number:06d}"
+        tmp = self.folder / f"{self._own_prefix()}{number:06d}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         try:
@@ -131,8 +136,15 @@ class BackupStore:
             if self.guard is not None and not self.guard():
                 shutil.rmtree(tmp, ignore_errors=True)
                 return None
-            final = self.folder / f"gen-{number:06d}"
-            os.rename(tmp, final)  # atomic: the generation appears complete or not at all
+            while True:
+                final = self.folder / f"gen-{number:06d}"
+                try:
+                    os.rename(tmp, final)  # atomic: the generation appears complete or not at all
+                    break
+                except OSError:
+                    if not final.exists():
+                        raise
+                    number += 1  # another process saved this number meanwhile (a stale holder)
             _fsync_dir(self.folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -142,7 +154,7 @@ class BackupStore:
                 shutil.rmtree(old, ignore_errors=True)
             elif old.exists():
                 old.unlink()
-        self._remove_temporaries()
+        self._remove_temporaries(self._own_prefix())  # only ours: another may be writing its own
         return final
 
     def clear(self) -> None:

@@ -82,7 +82,7 @@ def worker_of(stack, pid):
 
 
 def test_sigterm_hands_the_job_back_at_once_and_another_worker_resumes_at_the_signal(stack):
-    """SIGTERM (docker stop) to a worker training a job, three times over: each time it saves a
+    """SIGTERM (docker stop) to a worker training a job, twice, then Ctrl-C: each time it saves a
     backup at the next batch, puts the job back at the head of the queue and exits; another
     worker resumes within 30 s from that backup, not an earlier one: no batch reported before
     the signal is trained again. The job then finishes once, with every epoch in its history."""
@@ -100,7 +100,10 @@ def test_sigterm_hands_the_job_back_at_once_and_another_worker_resumes_at_the_si
         steps = seen["batches"]
         seen_at = (seen["epoch"] - 1) * steps + seen["batch"]
         t0 = time.monotonic()
-        os.kill(victim.proc.pid, signal.SIGTERM)
+        if round_ < 2:
+            os.kill(victim.proc.pid, signal.SIGTERM)  # docker stop, digitq local down
+        else:
+            os.killpg(victim.proc.pid, signal.SIGINT)  # Ctrl-C in the terminal of `digitq worker`
         lines = wait_for(lambda: [m for x in client.logs(job) if (m := RESUMED_RE.search(x))][round_:] or None, 30,
                          "another worker to resume the job")
         resumed_s = time.monotonic() - t0
@@ -161,3 +164,18 @@ def test_unusable_backups_are_named_in_the_jobs_log_and_training_starts_over(sta
     assert [m["version"] for m in list_models(r) if m["name"] == "damaged"] == [1]
     print(f"\nkill -9 with damaged backups -> started over on another worker after {takeover_s:.1f} s "
           f"(visibility timeout {SHORT['DIGITQ_VISIBILITY_TIMEOUT']} s)")
+
+
+def test_an_idle_worker_exits_promptly_on_sigterm(stack):
+    """An idle worker stops at once: nothing to hand back."""
+    idle = [w for w in stack.workers if w.proc is not None and w.proc.poll() is None]
+    assert idle
+    for w in idle:
+        w.wait_ready(180)
+    t0 = time.monotonic()
+    for w in idle:
+        os.kill(w.proc.pid, signal.SIGTERM)
+    for w in idle:
+        w.proc.wait(15)
+        assert w.proc.returncode == 0
+    print(f"\nSIGTERM -> {len(idle)} idle worker(s) exited in {time.monotonic() - t0:.1f} s")
