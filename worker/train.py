@@ -11,6 +11,7 @@ every `--save-every` batches, and when the worker is asked to stop (digitq.worke
 job then raises JobHandedBack and goes back to the queue). A redelivered job resumes from the
 newest usable one, mid-epoch if it was taken mid-epoch: the rest of that epoch runs as a `fit`
 of its own, then the remaining epochs.
+
 An ensemble trains its K members one after another, each in `member-<k>/` with its own
 backups, so a redelivered job skips the members already done; their test probabilities are
 averaged.
@@ -126,9 +127,6 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     if resumed:
         log.info("%s: resuming from backup %s at epoch %d batch %d of %d", label, resume.source.name,
                  resume.epoch + 1, resume.batch, steps_per_epoch)
-    elif resume.unusable:
-        log.warning("%s: no usable backup (%d unusable); training starts over from epoch 1", label,
-                    len(resume.unusable))
 
     augment = make_augmenter(hp.augment, request.seed)
     train_ds = data.make_tf_dataset(ds.train, global_batch, shuffle=request.shuffle, seed=request.seed,

@@ -104,11 +104,15 @@ def test_sigterm_hands_the_job_back_at_once_and_another_worker_resumes_at_the_si
             os.kill(victim.proc.pid, signal.SIGTERM)  # docker stop, digitq local down
         else:
             os.killpg(victim.proc.pid, signal.SIGINT)  # Ctrl-C in the terminal of `digitq worker`
-        lines = wait_for(lambda: [m for x in client.logs(job) if (m := RESUMED_RE.search(x))][round_:] or None, 30,
-                         "another worker to resume the job")
-        resumed_s = time.monotonic() - t0
-        victim.proc.wait(30)
-        exit_s = time.monotonic() - t0
+        lines = exit_s = resumed_s = None
+        while time.monotonic() - t0 < 30 and (lines is None or exit_s is None):  # both timed from the signal
+            if exit_s is None and victim.proc.poll() is not None:
+                exit_s = time.monotonic() - t0
+            if lines is None and (found := [m for x in client.logs(job) if (m := RESUMED_RE.search(x))][round_:]):
+                lines, resumed_s = found, time.monotonic() - t0
+            time.sleep(0.05)
+        assert lines, "no other worker resumed the job within 30 s of the signal"
+        assert exit_s is not None, "the stopped worker did not exit within 30 s"
         _, epoch, batch, of = lines[0].groups()
         resumed_at = (int(epoch) - 1) * int(of) + int(batch)
         assert resumed_at >= seen_at, f"resumed at batch {resumed_at} of the job, {seen_at} were reported before"
@@ -129,8 +133,8 @@ def test_sigterm_hands_the_job_back_at_once_and_another_worker_resumes_at_the_si
 
 
 def test_unusable_backups_are_named_in_the_jobs_log_and_training_starts_over(stack):
-    """The newest backup half-written (truncated), the one before it with its weights deleted
-    but its state kept, then the worker killed: the next delivery names both as unusable in
+    """The newest backup half-written (truncated), the ones before it with their weights
+    deleted but their state kept, then the worker killed: the next delivery names both as unusable in
     the job's log (`digitq logs`) and starts over from epoch 1, never from random weights
     under an old epoch count and never a permanent failure; the job finishes with a proper
     accuracy and a history of its epochs once each."""
@@ -144,11 +148,12 @@ def test_unusable_backups_are_named_in_the_jobs_log_and_training_starts_over(sta
         if w is not victim and w.proc.poll() is None:
             w.wait_ready(180)
     os.kill(victim.proc.pid, signal.SIGSTOP)  # no more backups while we damage them
-    gens = sorted((folder / "backup").glob("gen-*"), reverse=True)
-    assert len(gens) == 2, gens
+    gens = sorted((folder / "backup").glob("gen-*"), reverse=True)  # 2, or 3 if stopped amid a save
+    assert len(gens) >= 2, gens
     weights = gens[0] / "weights.weights.h5"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    (gens[1] / "weights.weights.h5").unlink()
+    for gen in gens[1:]:
+        (gen / "weights.weights.h5").unlink()
     t0 = time.monotonic()
     victim.kill()
     wait_for(lambda: any("starting over" in x for x in client.logs(job)), 60, "the next delivery")
@@ -156,7 +161,8 @@ def test_unusable_backups_are_named_in_the_jobs_log_and_training_starts_over(sta
     res = client.wait(job, timeout=300)
     log = "\n".join(client.logs(job))
     assert f"backup {gens[0]} is unusable (weights.weights.h5 does not match its checksum" in log
-    assert f"backup {gens[1]} is unusable (weights.weights.h5 is missing)" in log
+    for gen in gens[1:]:
+        assert f"backup {gen} is unusable (weights.weights.h5 is missing)" in log
     assert res["state"] == "SUCCESS" and res["resumed"] is False
     assert [e["epoch"] for e in res["history"]] == [1, 2, 3]
     assert not any(e.get("resumed") for e in res["history"])
