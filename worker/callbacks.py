@@ -166,14 +166,12 @@ class BackupCallback(keras.callbacks.Callback):
         self.every = every
         self.hand_back = hand_back
         self.batch_offset = 0
-        self.saved: tuple[int, int] | None = None  # (epoch, batch) of the last save
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
 
     def _save(self, epoch: int, batch: int) -> None:
         self.store.save(self.model, epoch, batch, self.steps)
-        self.saved = (epoch, batch)
 
     def _handing_back(self) -> bool:
         return self.hand_back is not None and self.hand_back()
