@@ -57,16 +57,19 @@ for i, (job, payload) in enumerate(jobs.items()):
             except BaseException as exc:
                 print(f"run failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
                 os._exit(3)
+        reaped = 0
         if kill:  # once training made progress (a new backup), kill at a random moment
             deadline = time.monotonic() + 120
-            while gens(job) == before and time.monotonic() < deadline and not os.waitpid(pid, os.WNOHANG)[0]:
+            while gens(job) == before and time.monotonic() < deadline:
+                reaped, status = os.waitpid(pid, os.WNOHANG)
+                if reaped:
+                    break
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.3))
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        _, status = os.waitpid(pid, 0)
+            if not reaped:
+                time.sleep(rng.uniform(0, 0.3))
+                os.kill(pid, signal.SIGKILL)  # a zombie until reaped below: the pid cannot be reused
+        if not reaped:
+            _, status = os.waitpid(pid, 0)
         code = os.waitstatus_to_exitcode(status)
         if code == -signal.SIGKILL:
             kills += 1
