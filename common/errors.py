@@ -56,6 +56,10 @@ class JobCancelled(DigitqError):
     """A job was cancelled by `digitq cancel`."""
 
 
+class JobHandedBack(DigitqError):
+    """The worker is stopping (SIGTERM, Ctrl-C): the job saved a backup and goes back to the queue."""
+
+
 class JobAlreadyFinished(DigitqError):
     """`digitq cancel` of a job that already succeeded or failed: nothing was cancelled."""
 

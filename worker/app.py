@@ -20,7 +20,8 @@ from celery import Celery, signals
 from digitq.common.celery_app import make_celery
 from digitq.common.errors import DigitqError
 from digitq.common.settings import Settings
-from digitq.worker import prometheus
+from digitq.worker import prometheus, shutdown
+from digitq.worker.compat import QuietRequeues
 from digitq.worker.presence import JobLogHandler, Presence
 from digitq.worker.tasks import register_tasks
 
@@ -69,6 +70,7 @@ def make_worker_app(ctx: WorkerContext) -> Celery:
     announce the worker, collect each job's log lines and count jobs for Prometheus."""
     app = make_celery(ctx.settings, ctx.broker_url)
     register_tasks(app, ctx)
+    QuietRequeues().install()
     _connect_signals(app, ctx)
     return app
 
@@ -122,6 +124,9 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
             ctx.presence.job_finished()
         prometheus.job_ended(task.name, state or "UNKNOWN")
 
+    # SIGTERM / Ctrl-C: Celery's handler sends this from the signal handler (sender: the node
+    # name, not the app); a running training job hands itself back at its next batch.
+    signals.worker_shutting_down.connect(shutdown.request, weak=False)
     # weak=False: the hooks are closures that nothing else holds.
     signals.worker_ready.connect(announce, weak=False)
     signals.worker_shutdown.connect(withdraw, weak=False)

@@ -1,5 +1,10 @@
 """Keras callbacks that connect a training run to the service: live progress, a persisted
-per-epoch history that survives redelivery, cancellation, and backups for resuming."""
+per-epoch history that survives redelivery, cancellation, backups for resuming, and the hand-back
+of a job when its worker is asked to stop.
+
+A resumed job may start mid-epoch: digitq.worker.train then runs the rest of that epoch as a
+`fit` of its own before the remaining epochs, and sets `batch_offset` (batches of the epoch
+done before this `fit`) on the callbacks that count batches."""
 
 from __future__ import annotations
 
@@ -10,9 +15,9 @@ from typing import Callable
 
 import keras
 
-from digitq.common.errors import JobCancelled
+from digitq.common.errors import JobCancelled, JobHandedBack
 from digitq.worker import prometheus
-from digitq.worker.compat import initial_epoch, save_backup
+from digitq.worker.backup import BackupStore
 from digitq.worker.job_folder import read_json, write_json
 
 log = logging.getLogger("digitq.worker.train")
@@ -33,21 +38,25 @@ class ProgressCallback(keras.callbacks.Callback):
         self.epochs = epochs
         self.steps = steps_per_epoch
         self.images_per_step = images_per_step
+        self.batch_offset = 0
         self._last = 0.0
+        self._t0 = None
+        self._first = None  # (epoch, batch) this delivery started from
 
     def on_train_begin(self, logs=None):
-        self._t0 = time.monotonic()
-        self._first_epoch = None
+        if self._t0 is None:  # once per delivery, not once per fit
+            self._t0 = time.monotonic()
 
     def on_epoch_begin(self, epoch, logs=None):
-        if self._first_epoch is None:
-            self._first_epoch = epoch
+        if self._first is None:
+            self._first = epoch * self.steps + self.batch_offset
         self._epoch = epoch
 
     def _meta(self, batch: int, logs: dict) -> dict:
         elapsed = time.monotonic() - self._t0
-        done = (self._epoch - self._first_epoch) * self.steps + batch
-        total = (self.epochs - self._first_epoch) * self.steps
+        batch += self.batch_offset if batch < self.steps else 0
+        done = self._epoch * self.steps + batch - self._first
+        total = self.epochs * self.steps - self._first
         meta = {
             "phase": "train",
             "epoch": self._epoch + 1,
@@ -72,6 +81,7 @@ class ProgressCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         self._last = time.monotonic()
         self._report(self._meta(self.steps, logs))
+        self.batch_offset = 0
 
 
 class CancelCallback(keras.callbacks.Callback):
@@ -100,36 +110,38 @@ class CancelCallback(keras.callbacks.Callback):
 
 class HistoryCallback(keras.callbacks.Callback):
     """Appends one entry per epoch to history.json (atomically), keeping the entries of earlier
-    deliveries of the same job; the first epoch after a resume is marked `"resumed": true`.
+    deliveries for the `start_epoch` epochs the backup resumed from (later ones, written after
+    that backup, are dropped); the first epoch after a resume is marked `"resumed": true`.
 
     With `test` (a tf.data dataset of batched test images, their labels), each entry also gets
     the test accuracy after that epoch and `train_elapsed`, the training seconds so far (the
     test pass itself not counted)."""
 
-    def __init__(self, path: Path, train_images: int, test=None, commit: Callable[[], None] | None = None):
+    def __init__(self, path: Path, train_images: int, test=None, start_epoch: int = 0, resumed: bool = False,
+                 steps_per_epoch: int = 1, commit: Callable[[], None] | None = None):
         super().__init__()
         self.path = path
         self.commit = commit  # the job lease's fence check before each write
         self.train_images = train_images
         self.test = test
-        self.entries: list = []
-
-    def on_train_begin(self, logs=None):
-        start = initial_epoch(self.model)
-        self.entries = (read_json(self.path, []) or [])[:start]
-        self._resumed = start > 0
+        self.steps = steps_per_epoch
+        self.batch_offset = 0
+        self.entries: list = (read_json(path, []) or [])[:start_epoch]
+        self._resumed = resumed
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.monotonic() - self._t
+        images = self.train_images * (self.steps - self.batch_offset) / self.steps  # a resumed epoch's rest
+        self.batch_offset = 0
         entry = {"epoch": epoch + 1}
         for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
             if logs and key in logs:
                 entry[key] = float(logs[key])
         entry["seconds"] = round(seconds, 3)
-        entry["images_per_second"] = round(self.train_images / seconds, 1) if seconds > 0 else None
+        entry["images_per_second"] = round(images / seconds, 1) if seconds > 0 else None
         if self._resumed:
             entry["resumed"] = True
             self._resumed = False
@@ -147,11 +159,50 @@ class HistoryCallback(keras.callbacks.Callback):
                  entry["images_per_second"], " (resumed)" if entry.get("resumed") else "")
 
 
-class EpochAndBatchBackup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that saves at every epoch end as well as every `save_freq` batches
-    (Keras saves only one or the other)."""
+class BackupCallback(keras.callbacks.Callback):
+    """Saves a backup generation (digitq.worker.backup) at every epoch end and every `every`
+    batches (0: epoch ends only). When `hand_back()` turns true (the worker was asked to stop),
+    saves one at once, at this batch, and raises JobHandedBack so the job goes back to the queue.
+
+    List it after HistoryCallback: an epoch's history entry is then written before the backup
+    that counts the epoch as done."""
+
+    def __init__(self, store: BackupStore, steps_per_epoch: int, every: int = 0,
+                 hand_back: Callable[[], bool] | None = None):
+        super().__init__()
+        self.store = store
+        self.steps = steps_per_epoch
+        self.every = every
+        self.hand_back = hand_back
+        self.batch_offset = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def _save(self, epoch: int, batch: int) -> None:
+        self.store.save(self.model, epoch, batch, self.steps)
+
+    def _handing_back(self) -> bool:
+        return self.hand_back is not None and self.hand_back()
+
+    def _hand_back(self, epoch: int, batch: int):
+        log.info("worker stopping: job backed up at epoch %d batch %d of %d (%s); handing it back to the queue",
+                 epoch + 1, batch, self.steps, self.store.folder)
+        return JobHandedBack(f"worker stopping: the job was backed up at epoch {epoch + 1} batch {batch} and "
+                             "goes back to the queue")
+
+    def on_train_batch_end(self, batch, logs=None):
+        done = self.batch_offset + batch + 1  # batches of this epoch done
+        if done >= self.steps:  # the epoch's last batch: its end (validation, history) comes first
+            return
+        if self._handing_back():
+            self._save(self._epoch, done)
+            raise self._hand_back(self._epoch, done)
+        if self.every and done % self.every == 0:
+            self._save(self._epoch, done)
 
     def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if self.save_freq != "epoch":
-            save_backup(self)
+        self.batch_offset = 0
+        self._save(epoch + 1, 0)
+        if self._handing_back() and epoch + 1 < self.params.get("epochs", epoch + 2):
+            raise self._hand_back(epoch + 1, 0)

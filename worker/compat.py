@@ -1,4 +1,4 @@
-"""The private parts of Celery, kombu, Keras and TensorFlow that the worker relies on, in one place.
+"""The private parts of Celery, kombu and TensorFlow that the worker relies on, in one place.
 
 Each function wraps one use of an API its library does not document, so that an upgrade that
 changes it breaks here, and tests/unit/test_adapters.py says which one and how:
@@ -9,12 +9,12 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
   `refresh_unacked_script`).
 - Celery's task context does not carry a message's delivery tag; the worker's request objects
   in `celery.worker.state` do (`delivery_tag_of`).
-- Keras' BackupAndRestore saves through its private `_save_model()`, and tells `fit` which epoch
-  to resume from through the model's private `_initial_epoch` (`save_backup`, `initial_epoch`).
 - Celery logs each task's success through the `celery.app.trace` logger with a dict of
   arguments holding `id` and `return_value` (the result's repr, up to 1 KB); a predict chunk's
   result is its probabilities, so the worker replaces it with a summary line
-  (`TaskResultSummaries`).
+  (`TaskResultSummaries`). It logs a task's `Reject(requeue=True)` with a traceback; a job
+  handed back by a stopping worker is no error, so the worker drops that traceback
+  (`QuietRequeues`).
 - TensorFlow says whether its oneDNN CPU kernels run only through a private module
   (`onednn_enabled`).
 
@@ -70,21 +70,6 @@ def delivery_tag_of(task_id: str) -> str | None:
     return None
 
 
-# --- Keras: BackupAndRestore's save and the epoch fit resumes from ---------------------------
-
-
-def save_backup(callback) -> None:
-    """Make a `keras.callbacks.BackupAndRestore` save its backup now (weights and training state),
-    whatever its `save_freq`."""
-    callback._save_model()
-
-
-def initial_epoch(model) -> int:
-    """The epoch `fit` starts from: 0, or the epoch a BackupAndRestore restored the model to in
-    its `on_train_begin` (Keras passes it to `fit` through the model's `_initial_epoch`)."""
-    return int(getattr(model, "_initial_epoch", 0) or 0)
-
-
 # --- TensorFlow: which CPU kernels run ------------------------------------------------------
 
 
@@ -121,5 +106,20 @@ class TaskResultSummaries(logging.Filter):
         return True
 
     def install(self) -> TaskResultSummaries:
+        logging.getLogger(TRACE_LOGGER).addFilter(self)
+        return self
+
+
+class QuietRequeues(logging.Filter):
+    """Keeps Celery's "Task ... reject requeue=True: <reason>" line but drops its traceback: a
+    stopping worker handing its job back (digitq.worker.shutdown) is not an error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "Reject" and getattr(exc, "requeue", False):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+    def install(self) -> QuietRequeues:
         logging.getLogger(TRACE_LOGGER).addFilter(self)
         return self

@@ -3,7 +3,7 @@ and the atomic JSON writes every file there that a user or a redelivery may read
 
     request.json   the validated TrainRequest
     history.json   one entry per epoch (loss, accuracy, val_loss, val_accuracy, seconds, images/s)
-    backup/        BackupAndRestore state; a redelivered job resumes from it (deleted on success)
+    backup/        backup generations (digitq.worker.backup); a redelivered job resumes from one (deleted on success)
     tensorboard/   TensorBoard event files
     model.keras    the trained model
     result.json    the TrainResult; a finished job delivered again returns it without retraining

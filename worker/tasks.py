@@ -15,9 +15,9 @@ import json
 import logging
 from typing import TYPE_CHECKING
 
-from celery.exceptions import Ignore
+from celery.exceptions import Ignore, Reject
 
-from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled, LeaseLost
+from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled, JobHandedBack, LeaseLost
 from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
 from digitq.worker import ensemble, train_job
 from digitq.worker.compat import TaskResultSummaries, delivery_tag_of
@@ -59,6 +59,9 @@ def _run(task, fn, args: tuple, kwargs: dict, limit: int):
         log.info("job %s cancelled", job_id)
         task.backend.mark_as_revoked(job_id, reason="cancelled", request=task.request)
         raise Ignore()
+    except JobHandedBack:  # the worker is stopping: the message goes back to the head of its queue now
+        log.info("job %s handed back to the queue", job_id)
+        raise Reject("worker stopping: job handed back", requeue=True) from None
     except train_job.JobAlreadyRunning as exc:  # a duplicate delivery: ack it, leave the state alone
         log.warning("%s; dropping this duplicate delivery", exc)  # (the holder's running record keeps the job)
         raise Ignore()

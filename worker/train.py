@@ -5,6 +5,13 @@ evaluate, save.
 
 Batch size is per replica: the global batch is batch_size x replicas (with 2 or more devices,
 MirroredStrategy splits each global batch across the replicas and all-reduces the gradients).
+
+Backups (digitq.worker.backup) are whole generations written atomically at every epoch end,
+every `--save-every` batches, and when the worker is asked to stop (digitq.worker.shutdown: the
+job then raises JobHandedBack and goes back to the queue). A redelivered job resumes from the
+newest usable one, mid-epoch if it was taken mid-epoch: the rest of that epoch runs as a `fit`
+of its own, then the remaining epochs.
+
 An ensemble trains its K members one after another, each in `member-<k>/` with its own
 backups, so a redelivered job skips the members already done; their test probabilities are
 averaged.
@@ -24,7 +31,8 @@ import numpy as np
 
 from digitq.common.schemas import TrainRequest, TrainResult
 from digitq.common.settings import Settings
-from digitq.worker import data, job_folder
+from digitq.worker import data, job_folder, shutdown
+from digitq.worker.backup import BackupStore
 from digitq.worker.devices import configure_devices, make_strategy
 from digitq.worker.scoring import score_predictions
 
@@ -67,8 +75,21 @@ class _Member:
     resumed: bool
 
 
+def fit_phases(epoch: int, batch: int, epochs: int, steps_per_epoch: int) -> list[tuple[int, int, int]]:
+    """The `fit` calls that finish training from `epoch` epochs and `batch` batches done:
+    (initial_epoch, batches already done in it, steps per epoch of this fit). A mid-epoch resume
+    runs the rest of its epoch alone, then the remaining epochs."""
+    phases = []
+    if batch:
+        phases.append((epoch, batch, steps_per_epoch - batch))
+        epoch += 1
+    if epoch < epochs:
+        phases.append((epoch, 0, steps_per_epoch))
+    return phases
+
+
 def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Settings, report, should_stop,
-             label: str, commit=None) -> _Member:
+             label: str, commit: Callable[[], None] | None = None) -> _Member:
     import keras
 
     from digitq.worker import callbacks as cb
@@ -87,20 +108,24 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
         log.warning(w)
 
     folder.mkdir(parents=True, exist_ok=True)
-    backup_dir = folder / "backup"
-    resumed = (backup_dir / "training_metadata.json").exists()
+    store = BackupStore(folder / "backup", guard=None if commit is None else (lambda: commit() or True))  # raises LeaseLost
     log.info("%s: %s on %d %s images (%d validation), %d epoch(s), %d replica(s) on %s, global batch %d%s%s",
              label, hp.arch, len(ds.train), ds.name, len(ds.val), request.epochs, replicas,
              ", ".join(info["gpus"]) or "CPU", global_batch, f", augment {hp.augment}" if hp.augment != "none" else "",
-             ", resuming from backup" if resumed else "")
+             ", a backup exists" if store.exists() else "")
     keras.utils.set_random_seed(request.seed)
     keras.mixed_precision.set_global_policy(policy)
     try:
         with strategy.scope():
             model = build_model(hp, mean, std, replicas)
             compile_model(model, hp, steps_per_epoch * request.epochs, jit=jit)
+            resume = store.restore(model, steps_per_epoch, request.epochs)
     finally:
         keras.mixed_precision.set_global_policy("float32")  # the next job starts clean
+    resumed = resume.source is not None
+    if resumed:
+        log.info("%s: resuming from backup %s at epoch %d batch %d of %d", label, resume.source.name,
+                 resume.epoch + 1, resume.batch, steps_per_epoch)
 
     augment = make_augmenter(hp.augment, request.seed)
     train_ds = data.make_tf_dataset(ds.train, global_batch, shuffle=request.shuffle, seed=request.seed,
@@ -109,17 +134,23 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     has_test = ds.test is not None and len(ds.test) > 0
     test_images = data.make_images_dataset(ds.test.x[..., None], PREDICT_BATCH * replicas) if has_test else None
     track = (test_images, ds.test.y) if request.track_test and has_test else None
-    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track, commit=commit)
+    history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track, start_epoch=resume.epoch,
+                                    resumed=resumed, steps_per_epoch=steps_per_epoch, commit=commit)
     callbacks = [cb.CancelCallback(should_stop)] if should_stop is not None else []  # first: a lost lease stops
     callbacks += [  # the job before any other callback writes
-        cb.EpochAndBatchBackup(str(backup_dir), save_freq=request.save_every_batches or "epoch"),
-        history_cb,
+        history_cb,  # before the backup: an epoch's entry is written before a backup counts it done
+        cb.BackupCallback(store, steps_per_epoch, every=request.save_every_batches, hand_back=shutdown.requested),
         keras.callbacks.TensorBoard(str(folder / "tensorboard"), write_graph=False, profile_batch=0),
         cb.ProgressCallback(report, request.epochs, steps_per_epoch, global_batch),
     ]
     try:
-        model.fit(train_ds, validation_data=val_ds, epochs=request.epochs, steps_per_epoch=steps_per_epoch,
-                  callbacks=callbacks, shuffle=False, verbose=0)  # the tf.data pipeline shuffles (seeded)
+        for first, offset, steps in fit_phases(resume.epoch, resume.batch, request.epochs, steps_per_epoch):
+            for c in callbacks:
+                if hasattr(c, "batch_offset"):
+                    c.batch_offset = offset
+            model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=first + 1 if offset else
+                      request.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
+                      verbose=0)  # the tf.data pipeline shuffles (seeded)
         report({"phase": "evaluating"})
         probs = None
         if has_test:
@@ -133,6 +164,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
         partial = job_folder.temp_name(folder / "model.keras")
         keras.Model(model.inputs, model.outputs, name=model.name).save(partial)
         job_folder.commit_file(partial, folder / "model.keras", commit)
+        store.clear()  # after model.keras: a kill before this resumes from the last backup
     finally:
         del model
         keras.backend.clear_session()
@@ -159,9 +191,11 @@ def train(
 ) -> TrainResult:
     """Train, evaluate on the test set, save `model.keras` (or K members), and return the result.
 
-    Resumes from `backup/` when an earlier delivery of the same job left one. `should_stop` is
-    called about once a second (True: cancelled; it may raise LeaseLost); `commit` right before
-    each finished file is renamed into place (the job lease's fence check).
+    Resumes from `backup/` when an earlier delivery of the same job left a usable one.
+    `should_stop` is called about once a second (True: cancelled; it may raise LeaseLost);
+    `commit` right before each backup and each finished file is put in place (the job lease's
+    fence check; it raises LeaseLost). Raises JobHandedBack, after a backup, once the worker is
+    asked to stop (digitq.worker.shutdown).
     """
     started = time.time()
     report = report or (lambda meta: None)

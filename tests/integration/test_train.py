@@ -60,7 +60,7 @@ def test_two_replica_training_writes_model_history_and_tensorboard(env, home):
     assert (job / "model.keras").is_file()
     assert json.loads((job / "history.json").read_text()) == out["history"]
     assert list((job / "tensorboard" / "train").glob("events.out.tfevents.*"))
-    assert not (job / "backup").exists(), "BackupAndRestore deletes its backup after success"
+    assert not (job / "backup").exists(), "the backups are deleted once model.keras is saved"
 
     assert out["reloaded_accuracy"] == pytest.approx(out["test_accuracy"], abs=1e-6)
 

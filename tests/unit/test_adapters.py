@@ -1,6 +1,6 @@
 """The private APIs digitq relies on, checked against the installed libraries.
 
-Each test fails loudly when an upgrade of kombu, Celery, Keras or TensorFlow changes something
+Each test fails loudly when an upgrade of kombu, Celery or TensorFlow changes something
 that digitq.worker.compat or digitq.common.celery_keys wraps; the fix belongs in that module.
 None of them trains or needs a broker.
 """
@@ -97,7 +97,7 @@ def test_the_delivery_tag_of_a_running_job_is_found_in_celerys_worker_state(stag
     assert compat.delivery_tag_of("job-tag-test") is None
 
 
-# --- Keras: BackupAndRestore's private save and the epoch fit resumes from ---------------------
+# --- TensorFlow: the oneDNN probe --------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -106,52 +106,21 @@ def keras():
     return keras
 
 
-def _tiny_model(keras):
-    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-    model.compile(optimizer="sgd", loss="mse")
-    return model
-
-
-def test_backup_and_restore_saves_through_the_private_method_digitq_calls(keras):
-    method = getattr(keras.callbacks.BackupAndRestore, "_save_model", None)
-    assert callable(method), "Keras' BackupAndRestore lost _save_model: update digitq.worker.compat.save_backup"
-    assert list(inspect.signature(method).parameters) == ["self"], (
-        f"BackupAndRestore._save_model{inspect.signature(method)} now takes arguments: "
-        "update digitq.worker.compat.save_backup")
-
-
-def test_a_restored_backup_tells_fit_its_epoch_through_the_models_initial_epoch(keras, tmp_path):
-    """What a resumed digitq job relies on: our EpochAndBatchBackup saves at an epoch's end,
-    and a fresh BackupAndRestore on a fresh model reads back the epoch to resume from."""
-    from digitq.worker.callbacks import EpochAndBatchBackup
-
-    model = _tiny_model(keras)
-    assert compat.initial_epoch(model) == 0, "a new Keras model no longer starts at epoch 0 by _initial_epoch"
-    saver = EpochAndBatchBackup(str(tmp_path / "backup"), save_freq=1000)
-    saver.set_model(model)
-    saver.on_train_begin()
-    saver.on_epoch_end(2)  # the batch-wise backup saves at the epoch end too (compat.save_backup)
-    meta = json.loads((tmp_path / "backup" / "training_metadata.json").read_text())
-    assert meta["epoch"] == 3
-
-    restored = _tiny_model(keras)
-    reader = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
-    reader.set_model(restored)
-    reader.on_train_begin()
-    assert compat.initial_epoch(restored) == 3, (
-        "Keras no longer passes the restored epoch through model._initial_epoch: update "
-        "digitq.worker.compat.initial_epoch (history.json of a resumed job depends on it)")
-    trainer_fit = inspect.getsource(type(restored).fit)
-    assert "_initial_epoch" in trainer_fit, "Keras' fit no longer resumes from model._initial_epoch"
-
-
-# --- TensorFlow: the oneDNN probe --------------------------------------------------------------
-
-
 def test_tensorflow_still_says_whether_onednn_runs(keras):
     assert compat.onednn_enabled() in (True, False), (
         "TensorFlow's private _pywrap_util_port.IsMklEnabled is gone: the worker's `devices` log "
         "line and `digitq workers` would say onednn None")
+
+
+def test_celerys_shutdown_handler_sends_worker_shutting_down():
+    """digitq.worker.app hands a running training job back on `worker_shutting_down`: Celery
+    must still send it from its SIGTERM/SIGINT handler, before the job's next batch."""
+    import celery.apps.worker as apps_worker
+
+    source = inspect.getsource(apps_worker._shutdown_handler)
+    assert "worker_shutting_down.send" in source, (
+        "Celery's SIGTERM handler no longer sends worker_shutting_down: a stopping worker would "
+        "train to the end of its job (digitq.worker.shutdown)")
 
 
 def test_celery_logs_a_task_success_with_a_dict_holding_id_and_return_value():

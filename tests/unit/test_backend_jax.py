@@ -35,6 +35,7 @@ import digitq.worker.train
 import keras
 from digitq.common.schemas import TrainRequest
 from digitq.common.settings import load_settings
+from digitq.worker.backup import BackupStore
 from digitq.worker.data import load_mnist
 
 folder = Path(sys.argv[1])
@@ -56,11 +57,15 @@ def fit(extra):
     keras.utils.set_random_seed(0)
     model = M.build_model(hp, *digitq.worker.train._pixel_stats(x, True))
     M.compile_model(model, hp, total_steps=2 * 4)
+    store = BackupStore(folder / "backup")
+    resume = store.restore(model, 4, 2)
     reports = []
-    callbacks = [cb.EpochAndBatchBackup(str(folder / "backup"), save_freq=3),
-                 cb.HistoryCallback(folder / "history.json", len(x), test=(x[:256], y[:256])),
+    callbacks = [cb.HistoryCallback(folder / "history.json", len(x), test=(x[:256], y[:256]), start_epoch=resume.epoch,
+                                    resumed=resume.source is not None, steps_per_epoch=4),
+                 cb.BackupCallback(store, 4, every=3),
                  cb.ProgressCallback(reports.append, 2, 4, 128), cb.CancelCallback(lambda: False), *extra]
-    model.fit(augment.make_numpy_shifter(0)(x), one_hot, batch_size=128, epochs=2, callbacks=callbacks, verbose=0)
+    model.fit(augment.make_numpy_shifter(0)(x), one_hot, batch_size=128, epochs=2, initial_epoch=resume.epoch,
+              callbacks=callbacks, verbose=0)
     return model, reports
 
 try:
