@@ -42,6 +42,18 @@ class BrokerUnavailable(DigitqError):
     """The Redis broker cannot be reached."""
 
 
+class NoWorker(DigitqError):
+    """No live worker has served a queue that a wait depends on for DIGITQ_NO_WORKER_TIMEOUT seconds."""
+
+
+class JobVanished(DigitqError):
+    """A job or chunk being waited for is gone from Redis (it restarted empty, or a failover lost writes)."""
+
+
+class BrokerFull(DigitqError):
+    """Redis refused a write: maxmemory reached with maxmemory-policy noeviction."""
+
+
 class NoSuchJob(DigitqError):
     """No job with that id is known to the broker."""
 

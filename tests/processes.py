@@ -12,6 +12,8 @@ from pathlib import Path
 
 import redis
 
+from digitq.common.redis_client import make_redis
+
 READY_TIMEOUT = 90.0
 """Seconds a worker may take to import TensorFlow and connect (2 busy cores can be slow)."""
 
@@ -38,7 +40,7 @@ class RedisServer:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+        return make_redis(self.url)
 
     def start(self) -> None:
         log = open(self.folder / "redis.log", "ab")

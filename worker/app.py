@@ -56,10 +56,10 @@ class WorkerContext:
     def connect(cls, settings: Settings, queues: Iterable[str] = (), devices: dict | None = None) -> "WorkerContext":
         """A context on DIGITQ_BROKER_URL, else the embedded stack's Redis. Connects lazily:
         no command reaches Redis before the first task or announcement."""
-        import redis
+        from digitq.common.redis_client import make_redis
 
         url = worker_broker_url(settings)
-        return cls(settings, url, redis.Redis.from_url(url, health_check_interval=30),
+        return cls(settings, url, make_redis(url, settings, health_check_interval=30),
                    f"{socket.gethostname()}:{os.getpid()}", list(queues), dict(devices or {}))
 
 
@@ -67,6 +67,14 @@ def make_worker_app(ctx: WorkerContext) -> Celery:
     """digitq's Celery app on `ctx.broker_url` with its tasks registered, and the hooks that
     announce the worker, collect each job's log lines and count jobs for Prometheus."""
     app = make_celery(ctx.settings, ctx.broker_url)
+    # --- Redis under pressure (issue 16): final states wait for room, delivered messages are held
+    from digitq.worker.compat import hold_messages_while_full
+    from digitq.worker.result_store import backend_class_path
+
+    backend_url = ctx.settings.result_backend or ctx.broker_url
+    app.backend_cls = f"{backend_class_path(backend_url)}+{backend_url}"
+    hold_messages_while_full()
+    # ---
     register_tasks(app, ctx)
     _connect_signals(app, ctx)
     return app

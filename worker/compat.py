@@ -16,6 +16,10 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
   (`TaskResultSummaries`).
 - TensorFlow says whether its oneDNN CPU kernels run only through a private module
   (`onednn_enabled`).
+- kombu's Redis transport pops a message off its queue (BRPOP) and then records it in its
+  un-acked index (`QoS.append`); when Redis is full that record fails, the popped message
+  exists only in this process and the error ends Celery's consumer. `hold_messages_while_full`
+  retries the record until Redis has room.
 
 Celery's result-backend key format is in digitq.common.celery_keys, where the client can import it.
 Nothing here imports Celery's worker, Keras or TensorFlow until a function is called.
@@ -113,3 +117,42 @@ class TaskResultSummaries(logging.Filter):
     def install(self) -> TaskResultSummaries:
         logging.getLogger(TRACE_LOGGER).addFilter(self)
         return self
+
+
+# --- kombu: recording a delivered message while Redis is full ---------------------------------
+
+HOLD_RETRY_MAX = 5.0
+"""Most seconds between two tries to record a delivered message while Redis is full."""
+
+
+def hold_messages_while_full() -> None:
+    """Patch kombu's Redis `QoS.append` (see the module docstring) so that a delivered message
+    whose un-acked record Redis refuses for lack of memory is held here and recorded once Redis
+    has room, instead of being lost with the worker. Idempotent."""
+    from kombu.transport import redis as kombu_redis
+
+    from digitq.common.redis_client import OUT_OF_MEMORY_MESSAGE, is_out_of_memory
+
+    original = kombu_redis.QoS.append
+    if getattr(original, "_digitq_holds", False):
+        return
+
+    def append(self, message, delivery_tag):
+        delay, noted = 0.5, False
+        while True:
+            try:
+                out = original(self, message, delivery_tag)
+                if noted:
+                    log.info("Redis has room again: message %s recorded", delivery_tag)
+                return out
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if not noted:
+                    noted = True
+                    log.error("message %s held until Redis records it: %s", delivery_tag, OUT_OF_MEMORY_MESSAGE)
+                time.sleep(delay)
+                delay = min(delay * 2, HOLD_RETRY_MAX)
+
+    append._digitq_holds = True
+    kombu_redis.QoS.append = append

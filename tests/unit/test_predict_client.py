@@ -102,11 +102,14 @@ class FakeClient:
     def record_job(self, job_id, kind, name, request):
         self.jobs.append((job_id, request["files"]))
 
-    def wait_result(self, task_id, timeout, on_poll=None):
+    def wait_result(self, task_id, timeout, on_poll=None, queue=None, on_check=None):
         if on_poll:
             on_poll()  # the real client sends ready chunks between two looks at the result
         self.in_queue -= 1
         return self.results[task_id]
+
+    def forget_results(self, task_ids):
+        self.forgotten = getattr(self, "forgotten", []) + list(task_ids)
 
 
 @pytest.fixture
