@@ -80,6 +80,29 @@ def make_worker_app(ctx: WorkerContext) -> Celery:
     return app
 
 
+def check_redis_and_volume(ctx: WorkerContext, node: str) -> str:
+    """At start-up (issue 16): warn when Redis may evict keys, and stop this worker with one line
+    when its DIGITQ_HOME is not the shared volume the live workers use. Returns the volume id."""
+    import sys
+
+    from celery.exceptions import WorkerShutdown
+
+    from digitq.common.redis_client import eviction_warning
+    from digitq.worker.presence import check_shared_volume, volume_id
+
+    warning = eviction_warning(ctx.redis)
+    if warning:
+        log.warning(warning)
+    try:
+        volume = volume_id(ctx.settings.home)
+        check_shared_volume(ctx.redis, node, volume, ctx.settings.home)
+    except DigitqError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise WorkerShutdown(1) from None
+    return volume
+
+
 def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
     """Celery's signals are process-wide: each hook acts only for senders of `app`."""
 
@@ -89,7 +112,8 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
     def announce(sender=None, **_):
         if not ours(sender):
             return
-        ctx.presence = Presence(ctx.redis, sender.hostname, ctx.queues, ctx.devices)
+        volume = check_redis_and_volume(ctx, sender.hostname)
+        ctx.presence = Presence(ctx.redis, sender.hostname, ctx.queues, ctx.devices, volume)
         ctx.presence.start()
         if ctx.settings.metrics_port:
             prometheus.start_metrics_server(ctx.settings.metrics_port, ctx.redis, ctx.queues)

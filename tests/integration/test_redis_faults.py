@@ -1,0 +1,390 @@
+"""Redis faults, injected for real (issue 16): a full Redis (maxmemory, noeviction), an evicting
+policy, Redis restarted empty and no live worker during `digitq predict`, SIGTERM to the client,
+a full output disk, a worker on the wrong volume, and a Sentinel failover (kill -9 the master).
+
+Each test states what a user is promised (README "Guarantees"). The client-side tests answer
+predict chunks with `ChunkAnswerer`, a stand-in worker thread that reads the real messages from
+the real redis-server (no TensorFlow), so that they stay fast; the others run real workers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from digitq.client.api import Client
+from digitq.common.celery_keys import task_meta_key
+from digitq.common.names import JOBS_INDEX_KEY, PREDICT_QUEUE, job_key, worker_key
+from digitq.common.registry import list_models, register_model
+from tests.helpers import assert_one_line_error, mnist_test, ok, wait_for
+from tests.processes import RedisServer, SentinelCluster, WorkerProcess, run_cli
+
+pytestmark = [pytest.mark.redis]
+
+FAST = {"DIGITQ_VISIBILITY_TIMEOUT": "30", "DIGITQ_LEASE_SECONDS": "10"}
+
+
+def write_images(folder: Path, images: np.ndarray) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{i:05d}.png")
+    return folder
+
+
+def partials(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.endswith(".partial")]
+
+
+def batch_state(r) -> str | None:
+    """The state of the newest predict batch in the jobs index."""
+    ids = r.zrevrange(JOBS_INDEX_KEY, 0, 0)
+    raw = r.get(task_meta_key(ids[0].decode())) if ids else None
+    return json.loads(raw)["status"] if raw else None
+
+
+def cli_env(url: str, home: Path, data_dir: Path, **extra) -> dict:
+    env = dict(os.environ, DIGITQ_BROKER_URL=url, DIGITQ_HOME=str(home), DIGITQ_DATA_DIR=str(data_dir), **FAST)
+    env.pop("DIGITQ_RESULT_BACKEND", None)
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+class ChunkAnswerer(threading.Thread):
+    """A stand-in predict worker: announces itself and answers the first `limit` chunk messages
+    from the real queue with made-up probabilities (the client's side is what is under test)."""
+
+    def __init__(self, url: str, limit: int = 10**9):
+        super().__init__(daemon=True)
+        self.url, self.limit, self.answered = url, limit, 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        import redis
+
+        r = redis.Redis.from_url(self.url, socket_timeout=2)
+        info = {"node": "answerer@test", "queues": [PREDICT_QUEUE], "host": "test"}
+        while not self.stop.is_set():
+            try:
+                r.set(worker_key("answerer@test"), json.dumps(info), ex=35)
+                got = r.brpop([PREDICT_QUEUE], timeout=0.2)
+                if not got or self.answered >= self.limit:
+                    continue
+                msg = json.loads(got[1])
+                payload = json.loads(base64.b64decode(msg["body"]))[0][0]
+                count = payload["count"]
+                result = {"model": payload["model"], "probs": [[0.1] * 10] * count, "errors": [None] * count}
+                r.set(task_meta_key(msg["headers"]["id"]), json.dumps({"status": "SUCCESS", "result": result}))
+                self.answered += 1
+            except (redis.exceptions.RedisError, OSError):
+                time.sleep(0.1)  # Redis restarting: as a worker would, try again
+
+
+@pytest.fixture
+def lone_redis(tmp_path, data_dir):
+    """A redis-server without persistence (a restart comes back empty), a home, a registered
+    model record (no worker will load it) and a folder of 120 real digit images."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    home = tmp_path / "home"
+    home.mkdir()
+    register_model(server.client(), "ghost", "0" * 32, {"path": "jobs/none/model.keras", "test_accuracy": 0.5})
+    images, _ = mnist_test(data_dir)
+    folder = write_images(tmp_path / "digits", images[:120])
+    yield server, home, folder
+    server.stop()
+
+
+def test_predict_with_no_live_worker_stops_with_one_line(lone_redis, data_dir, tmp_path):
+    """No worker alive during `digitq predict`: one line within DIGITQ_NO_WORKER_TIMEOUT (+ two
+    looks, CHECK_EVERY = 2 s apart), no output or partial file, the batch closed as FAILURE."""
+    server, home, folder = lone_redis
+    out = tmp_path / "out.csv"
+    started = time.monotonic()
+    proc = run_cli(["predict", str(folder), "--model", "ghost", "-o", str(out), "--chunk-size", "20"],
+                   cli_env(server.url, home, data_dir, DIGITQ_NO_WORKER_TIMEOUT=3), timeout=60)
+    elapsed = time.monotonic() - started
+    assert_one_line_error(proc, "no live worker serves the predict queue", "DIGITQ_NO_WORKER_TIMEOUT", code=1)
+    assert elapsed < 30, elapsed
+    assert not out.exists() and partials(tmp_path) == []
+    assert batch_state(server.client()) == "FAILURE"
+
+
+def test_redis_restarted_empty_during_predict_stops_with_one_line(lone_redis, data_dir, tmp_path):
+    """Redis restarted empty (no persistence) while `digitq predict` writes rows: one line within
+    a few seconds (CHECK_EVERY), not a wait of an hour per chunk; no partial file."""
+    server, home, folder = lone_redis
+    answerer = ChunkAnswerer(server.url, limit=2)
+    answerer.start()
+    out = tmp_path / "out.csv"
+    env = cli_env(server.url, home, data_dir, DIGITQ_NO_WORKER_TIMEOUT=120)
+    proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "ghost",
+                             "-o", str(out), "--chunk-size", "20"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: answerer.answered == 2 and partials(tmp_path), 60, "the first rows")
+        server.kill()
+        server.start()  # same port, no data
+        restarted = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - restarted
+    finally:
+        answerer.stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr),
+                          "gone from Redis", code=1)
+    assert elapsed < 20, elapsed
+    assert not out.exists() and partials(tmp_path) == []
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_sigterm_to_predict_is_as_clean_as_ctrl_c(lone_redis, data_dir, tmp_path):
+    """SIGTERM (what `docker stop` and `timeout` send) mid-run: exit 143 with one line, no partial
+    file, no orphaned preprocessing process, the batch closed as FAILURE."""
+    server, home, folder = lone_redis
+    answerer = ChunkAnswerer(server.url, limit=2)
+    answerer.start()
+    out = tmp_path / "out.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "ghost",
+                             "-o", str(out), "--chunk-size", "20", "--jobs", "2"],
+                            env=cli_env(server.url, home, data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        wait_for(lambda: answerer.answered == 2 and partials(tmp_path), 60, "the first rows")
+        children = _children(proc.pid)
+        assert children, "predict --jobs 2 preprocesses in processes of its own"
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+    finally:
+        answerer.stop.set()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, (proc.returncode, stderr)
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "terminated", stderr
+    assert not out.exists() and partials(tmp_path) == []
+    wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "the preprocessing processes to exit")
+    assert batch_state(server.client()) == "FAILURE"
+
+
+def test_a_full_output_disk_is_one_line_and_leaves_no_partial_file(lone_redis, data_dir, tmp_path):
+    """The output cannot be written whole (here a 2 KB file-size limit, as a full disk would
+    refuse): one line, no partial file, the batch closed as FAILURE."""
+    server, home, folder = lone_redis
+    answerer = ChunkAnswerer(server.url)
+    answerer.start()
+    out = tmp_path / "out.csv"
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    try:
+        proc = subprocess.run([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "ghost",
+                               "-o", str(out), "--chunk-size", "20", "--jobs", "1"],
+                              env=cli_env(server.url, home, data_dir), capture_output=True, text=True, timeout=60,
+                              preexec_fn=small_files)
+    finally:
+        answerer.stop.set()
+    assert_one_line_error(proc, f"cannot write {out}", code=1)
+    assert not out.exists() and partials(tmp_path) == []
+    assert batch_state(server.client()) == "FAILURE"
+
+
+def test_an_evicting_policy_is_said_at_client_start(lone_redis):
+    """maxmemory-policy allkeys-lru would drop jobs silently when Redis is full: say so."""
+    server, _, _ = lone_redis
+    server.client().config_set("maxmemory-policy", "allkeys-lru")
+    notes = []
+    Client(server.url, notify=notes.append).connect()
+    assert len(notes) == 1 and "maxmemory-policy is allkeys-lru" in notes[0] and "noeviction" in notes[0]
+    server.client().config_set("maxmemory-policy", "noeviction")
+    notes.clear()
+    Client(server.url, notify=notes.append).connect()
+    assert notes == []
+
+
+# --- a real worker: Redis full, the wrong volume ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_stack(tmp_path_factory, data_dir):
+    """A redis-server started with an evicting policy (the worker must warn), a real worker and
+    a small trained model; then the policy is set right (noeviction) for the tests."""
+    base = tmp_path_factory.mktemp("full")
+    server = RedisServer(base / "redis", extra_args=("--maxmemory-policy", "allkeys-lru"))
+    server.start()
+    home = base / "home"
+    worker = WorkerProcess(server.url, home, data_dir, name="w1", cpu_replicas=1, extra_env=FAST)
+    worker.start()
+    try:
+        worker.wait_ready()
+        server.client().config_set("maxmemory-policy", "noeviction")
+        env = cli_env(server.url, home, data_dir)
+        ok(run_cli(["submit-train", "--json", "--name", "base", "--epochs", "1", "--train-size", "2000",
+                    "--validation-size", "200", "--test-size", "200"], env, timeout=300))
+        images, _ = mnist_test(data_dir)
+        folder = write_images(base / "digits", images[:3000])
+        yield server, worker, home, env, folder
+    finally:
+        worker.stop()
+        server.stop()
+
+
+@pytest.mark.slow
+def test_worker_warns_of_an_evicting_policy_at_start(full_stack):
+    _, worker, _, _, _ = full_stack
+    assert "maxmemory-policy is allkeys-lru" in worker.log()
+
+
+@pytest.mark.slow
+def test_maxmemory_during_predict_is_one_line_and_loses_nothing(full_stack, tmp_path):
+    """Redis full while `digitq predict` runs: one line that says Redis is full (not 'broker
+    unavailable'), no partial file; the worker stays up and the registry is intact; once there is
+    room the same predict runs through."""
+    server, worker, _, env, folder = full_stack
+    r = server.client()
+    out = tmp_path / "out.csv"
+    proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "base",
+                             "-o", str(out), "--chunk-size", "5"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: partials(tmp_path) or proc.poll() is not None, 120, "the first rows")
+        r.config_set("maxmemory", 1)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        r.config_set("maxmemory", 0)
+        if proc.poll() is None:
+            proc.kill()
+    assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), "Redis is full",
+                          code=1)
+    assert not out.exists() and partials(tmp_path) == []
+    assert worker.proc.poll() is None, "the worker exited"
+    assert [m["name"] for m in list_models(r)] == ["base"]
+    ok(run_cli(["predict", str(folder), "--model", "base", "-o", str(out), "--chunk-size", "500"], env, timeout=120))
+    assert len(out.read_text().splitlines()) == 3001
+
+
+@pytest.mark.slow
+def test_maxmemory_during_training_no_worker_exit_nothing_lost(full_stack):
+    """Redis full while a job trains: submitting is refused with one line, progress reports are
+    skipped with one warning, the worker never exits (Celery's consumer used to die on the final
+    state's write), and once there is room the job ends SUCCESS with one model version."""
+    server, worker, _, env, _ = full_stack
+    r = server.client()
+    job = ok(run_cli(["submit-train", "--name", "squeezed", "--epochs", "2", "--train-size", "2000",
+                      "--validation-size", "200", "--test-size", "200"], env)).stdout.split()[-1]
+    wait_for(lambda: (json.loads(r.get(task_meta_key(job)) or "{}").get("status") == "PROGRESS"), 120, "progress")
+    r.config_set("maxmemory", 1)
+    try:
+        refused = run_cli(["submit-train", "--name", "refused", "--epochs", "1"], env)
+        assert_one_line_error(refused, "Redis is full", code=1)
+        wait_for(lambda: "waits (its message stays un-acked)" in worker.log() or " waits: Redis is full" in worker.log(),
+                 180, "the job's end to wait for room")
+        time.sleep(2)
+        assert worker.proc.poll() is None, "the worker exited"
+        assert [m["name"] for m in list_models(r)] == ["base"], "the registry is intact"
+    finally:
+        r.config_set("maxmemory", 0)
+    res = Client(server.url).wait(job, timeout=240)
+    assert res["state"] == "SUCCESS"
+    assert sorted(m["name"] for m in list_models(r)) == ["base", "squeezed"], "one model version for the job"
+    assert worker.proc.poll() is None
+    assert "report of" in worker.log() and "not stored: Redis is full" in worker.log()
+
+
+@pytest.mark.slow
+def test_a_worker_on_another_volume_refuses_to_start(full_stack, tmp_path, data_dir):
+    """A worker whose DIGITQ_HOME is not the shared volume the live workers use would fail every
+    job it takes: it refuses to start, with one line."""
+    server, _, home, _, _ = full_stack
+    stranger = WorkerProcess(server.url, tmp_path / "elsewhere", data_dir, name="w2", cpu_replicas=1,
+                             queues="predict", extra_env=FAST)
+    stranger.start()
+    try:
+        stranger.proc.wait(timeout=120)
+    finally:
+        stranger.kill()
+    assert stranger.proc.returncode != 0
+    assert "is not the shared volume the other workers use" in stranger.log()
+    assert (home / ".digitq-volume-id").exists()
+
+
+# --- Sentinel: kill -9 the master ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sentinel_failover_loses_nothing_and_trains_nothing_twice(tmp_path, data_dir):
+    """kill -9 the Redis master while one job trains, two are queued and a `digitq predict` of
+    3,000 images runs: Sentinel promotes the replica; all three jobs complete, each trained once
+    with one model version, and the predict output is complete (or one line, no partial file)."""
+    cluster = SentinelCluster(tmp_path / "sentinel")
+    cluster.start()
+    home = tmp_path / "home"
+    extra = {**FAST, **cluster.env()}
+    trainer = WorkerProcess(cluster.url, home, data_dir, name="t1", cpu_replicas=1, queues="train", extra_env=extra)
+    predictor = WorkerProcess(cluster.url, home, data_dir, name="p1", cpu_replicas=1, queues="predict",
+                              extra_env=extra)
+    env = cli_env(cluster.url, home, data_dir, **cluster.env())
+    images, _ = mnist_test(data_dir)
+    folder = write_images(tmp_path / "digits", images[:3000])
+    out = tmp_path / "out.csv"
+    predict = None
+    try:
+        trainer.start()
+        predictor.start()
+        trainer.wait_ready()
+        predictor.wait_ready()
+        recipe = ["--epochs", "2", "--train-size", "2000", "--validation-size", "200", "--test-size", "200"]
+        ok(run_cli(["submit-train", "--json", "--name", "first", "--epochs", "1", *recipe[2:]], env, timeout=300))
+        jobs = [ok(run_cli(["submit-train", "--name", f"job{i}", *recipe], env)).stdout.split()[-1] for i in range(3)]
+        client = Client(cluster.url, settings=None)
+        wait_for(lambda: client.status(jobs[0]).state == "PROGRESS", 120, "the first job to train")
+        predict = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "first",
+                                    "-o", str(out), "--chunk-size", "50"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: partials(tmp_path) or predict.poll() is not None, 120, "the first predicted rows")
+        old_master = cluster.master.port
+        cluster.master.kill()
+        killed = time.monotonic()
+        wait_for(lambda: cluster.master_port() not in (None, old_master), 60, "Sentinel to promote the replica")
+        promoted = time.monotonic() - killed
+        _, stderr = predict.communicate(timeout=240)
+        results = [client.wait(j, timeout=300) for j in jobs]
+        r = client.redis
+        print(f"failover: replica promoted {promoted:.1f} s after the kill; predict exit {predict.returncode}")
+        assert [res["state"] for res in results] == ["SUCCESS"] * 3
+        versions = sorted((m["name"], m["version"]) for m in list_models(r))
+        assert versions == [("first", 1), ("job0", 1), ("job1", 1), ("job2", 1)], versions
+        for j in jobs:  # trained once: one "training" start per job in its log
+            hist = json.loads((home / "jobs" / j / "history.json").read_text())
+            assert [e["epoch"] for e in hist] == [1, 2], hist
+        if predict.returncode == 0:
+            assert len(out.read_text().splitlines()) == 3001
+        else:
+            assert_one_line_error(subprocess.CompletedProcess(predict.args, predict.returncode, "", stderr))
+            assert not out.exists()
+        assert partials(tmp_path) == []
+    finally:
+        if predict is not None and predict.poll() is None:
+            predict.kill()
+        trainer.kill()
+        predictor.kill()
+        cluster.stop()
