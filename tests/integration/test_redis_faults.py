@@ -149,6 +149,29 @@ def test_redis_restarted_empty_during_predict_stops_with_one_line(lone_redis, da
     assert not out.exists() and partials(tmp_path) == []
 
 
+def test_wait_says_when_no_worker_serves_the_job_and_when_redis_lost_it(lone_redis, data_dir):
+    """`digitq wait` on a queued job with no live worker: one line within DIGITQ_NO_WORKER_TIMEOUT;
+    with Redis restarted empty under it: one line that the job is gone, not a wait for good."""
+    server, home, _ = lone_redis
+    env = cli_env(server.url, home, data_dir, DIGITQ_NO_WORKER_TIMEOUT=3)
+    job = ok(run_cli(["submit-train", "--epochs", "1"], env)).stdout.split()[-1]
+    assert_one_line_error(run_cli(["wait", job], env, timeout=60), "no live worker serves the train queue", code=1)
+    env["DIGITQ_NO_WORKER_TIMEOUT"] = "120"
+    proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "wait", job], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3)
+        server.kill()
+        server.start()
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert proc.returncode == 1 and len(lines) == 1 and "is gone from Redis" in lines[0], stderr
+    assert "Traceback" not in stderr
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -280,6 +303,9 @@ def test_maxmemory_during_predict_is_one_line_and_loses_nothing(full_stack, tmp_
     assert [m["name"] for m in list_models(r)] == ["base"]
     ok(run_cli(["predict", str(folder), "--model", "base", "-o", str(out), "--chunk-size", "500"], env, timeout=120))
     assert len(out.read_text().splitlines()) == 3001
+    # what the run kept in Redis is gone once read: its chunks' results and pixels
+    assert not [k for k in r.scan_iter("celery-task-meta-*") if k.decode().count("-") == 4]
+    assert not list(r.scan_iter("digitq:pixels:*"))
 
 
 @pytest.mark.slow
