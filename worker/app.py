@@ -26,6 +26,9 @@ from digitq.worker.tasks import register_tasks
 
 log = logging.getLogger("digitq.worker")
 
+EX_CONFIG = 78
+"""Exit status of a worker that refuses to start for its configuration (sysexits.h EX_CONFIG)."""
+
 
 def worker_broker_url(settings: Settings) -> str:
     """DIGITQ_BROKER_URL, else the embedded stack's Redis if it runs."""
@@ -85,8 +88,6 @@ def check_redis_and_volume(ctx: WorkerContext, node: str) -> str:
     when its DIGITQ_HOME is not the shared volume the live workers use. Returns the volume id."""
     import sys
 
-    from celery.exceptions import WorkerShutdown
-
     from digitq.common.redis_client import eviction_warning
     from digitq.worker.presence import check_shared_volume, volume_id
 
@@ -97,9 +98,12 @@ def check_redis_and_volume(ctx: WorkerContext, node: str) -> str:
         volume = volume_id(ctx.settings.home)
         check_shared_volume(ctx.redis, node, volume, ctx.settings.home)
     except DigitqError as exc:
+        # Before any job: stop the whole process here. Celery turns an exception from a
+        # worker_ready hook into a clean exit 0, which a supervisor would not notice.
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise WorkerShutdown(1) from None
+        logging.shutdown()
+        os._exit(EX_CONFIG)
     return volume
 
 

@@ -304,8 +304,9 @@ def test_maxmemory_during_predict_is_one_line_and_loses_nothing(full_stack, tmp_
     ok(run_cli(["predict", str(folder), "--model", "base", "-o", str(out), "--chunk-size", "500"], env, timeout=120))
     assert len(out.read_text().splitlines()) == 3001
     # what the run kept in Redis is gone once read: its chunks' results and pixels
-    assert not [k for k in r.scan_iter("celery-task-meta-*") if k.decode().count("-") == 4]
-    assert not list(r.scan_iter("digitq:pixels:*"))
+    batch = r.zrevrange(JOBS_INDEX_KEY, 0, 0)[0].decode()
+    assert r.get(task_meta_key(batch)) and not list(r.scan_iter(f"celery-task-meta-{batch}-*"))
+    assert not list(r.scan_iter(f"digitq:pixels:{batch}-*"))
 
 
 @pytest.mark.slow
@@ -333,7 +334,6 @@ def test_maxmemory_during_training_no_worker_exit_nothing_lost(full_stack):
     assert res["state"] == "SUCCESS"
     assert sorted(m["name"] for m in list_models(r)) == ["base", "squeezed"], "one model version for the job"
     assert worker.proc.poll() is None
-    assert "report of" in worker.log() and "not stored: Redis is full" in worker.log()
 
 
 @pytest.mark.slow
@@ -348,7 +348,7 @@ def test_a_worker_on_another_volume_refuses_to_start(full_stack, tmp_path, data_
         stranger.proc.wait(timeout=120)
     finally:
         stranger.kill()
-    assert stranger.proc.returncode != 0
+    assert stranger.proc.returncode == 78  # EX_CONFIG
     assert "is not the shared volume the other workers use" in stranger.log()
     assert (home / ".digitq-volume-id").exists()
 
