@@ -102,11 +102,9 @@ def make_redis(url: str, settings=None, **kwargs):
 
     if not is_sentinel_url(url):
         return redis.Redis.from_url(url, **kwargs)
-    from redis.backoff import ExponentialBackoff
-    from redis.retry import Retry
     from redis.sentinel import Sentinel
 
-    kwargs.setdefault("retry", Retry(ExponentialBackoff(cap=2.0, base=0.2), FAILOVER_RETRIES))
+    kwargs.setdefault("retry", patient_retry())
     if settings is None:
         from digitq.common.settings import load_settings
 
@@ -120,6 +118,16 @@ def make_redis(url: str, settings=None, **kwargs):
     if address.username:
         master_kwargs["username"] = address.username
     return sentinel.master_for(settings.sentinel_master, **master_kwargs)
+
+
+def patient_retry():
+    """redis-py's Retry for FAILOVER_RETRIES tries, 0.2 s to 2 s apart (about 18 s in all): what a
+    Sentinel client uses, and what a worker uses on any URL (a chunk reading its pixels while Redis
+    restarts waits for it rather than failing)."""
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return Retry(ExponentialBackoff(cap=2.0, base=0.2), FAILOVER_RETRIES)
 
 
 def memory_policy(r) -> tuple[str | None, int]:

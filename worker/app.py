@@ -59,10 +59,10 @@ class WorkerContext:
     def connect(cls, settings: Settings, queues: Iterable[str] = (), devices: dict | None = None) -> "WorkerContext":
         """A context on DIGITQ_BROKER_URL, else the embedded stack's Redis. Connects lazily:
         no command reaches Redis before the first task or announcement."""
-        from digitq.common.redis_client import make_redis
+        from digitq.common.redis_client import make_redis, patient_retry
 
         url = worker_broker_url(settings)
-        return cls(settings, url, make_redis(url, settings, health_check_interval=30),
+        return cls(settings, url, make_redis(url, settings, health_check_interval=30, retry=patient_retry()),
                    f"{socket.gethostname()}:{os.getpid()}", list(queues), dict(devices or {}))
 
 

@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -249,8 +250,8 @@ def test_an_evicting_policy_is_said_at_client_start(lone_redis):
 
 @pytest.fixture(scope="module")
 def full_stack(tmp_path_factory, data_dir):
-    """A redis-server started with an evicting policy (the worker must warn), a real worker and
-    a small trained model; then the policy is set right (noeviction) for the tests."""
+    """A redis-server started with an evicting policy (the worker must warn at start), then set
+    right (noeviction), and a real worker on it."""
     base = tmp_path_factory.mktemp("full")
     server = RedisServer(base / "redis", extra_args=("--maxmemory-policy", "allkeys-lru"))
     server.start()
@@ -258,35 +259,74 @@ def full_stack(tmp_path_factory, data_dir):
     worker = WorkerProcess(server.url, home, data_dir, name="w1", cpu_replicas=1, extra_env=FAST)
     worker.start()
     try:
-        worker.wait_ready()
-        server.client().config_set("maxmemory-policy", "noeviction")
-        env = cli_env(server.url, home, data_dir)
-        ok(run_cli(["submit-train", "--json", "--name", "base", "--epochs", "1", "--train-size", "2000",
-                    "--validation-size", "200", "--test-size", "200"], env, timeout=300))
         images, _ = mnist_test(data_dir)
         folder = write_images(base / "digits", images[:3000])
-        yield server, worker, home, env, folder
+        worker.wait_ready()
+        server.client().config_set("maxmemory-policy", "noeviction")
+        register_model(server.client(), "kept", "1" * 32, {"path": "jobs/none/model.keras"})  # must survive
+        yield SimpleNamespace(server=server, worker=worker, home=home, folder=folder,
+                              env=cli_env(server.url, home, data_dir))
     finally:
-        worker.stop()
+        worker.kill()
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def squeezed(full_stack):
+    """Redis becomes full (maxmemory) while a job trains, for as long as it takes the job to
+    reach its end; then memory is freed. What was seen on the way."""
+    st = full_stack
+    r = st.server.client()
+    job = ok(run_cli(["submit-train", "--name", "squeezed", "--epochs", "1", "--train-size", "1000",
+                      "--validation-size", "100", "--test-size", "100", "--batch-size", "32"], st.env)).stdout.split()[-1]
+    wait_for(lambda: (json.loads(r.get(task_meta_key(job)) or "{}").get("status") == "PROGRESS"), 120, "progress")
+    r.config_set("maxmemory", 1)
+    try:
+        refused = run_cli(["submit-train", "--name", "refused", "--epochs", "1"], st.env)
+        wait_for(lambda: " waits" in st.worker.log() and "Redis is full" in st.worker.log(), 180,
+                 "the job's end to wait for room")
+        time.sleep(2)
+        alive_while_full = st.worker.proc.poll() is None
+        models_while_full = sorted(m["name"] for m in list_models(r))
+    finally:
+        r.config_set("maxmemory", 0)
+    res = Client(st.server.url).wait(job, timeout=240)
+    return SimpleNamespace(job=job, refused=refused, alive_while_full=alive_while_full,
+                           models_while_full=models_while_full, result=res)
 
 
 @pytest.mark.slow
 def test_worker_warns_of_an_evicting_policy_at_start(full_stack):
-    _, worker, _, _, _ = full_stack
-    assert "maxmemory-policy is allkeys-lru" in worker.log()
+    assert "maxmemory-policy is allkeys-lru" in full_stack.worker.log()
 
 
 @pytest.mark.slow
-def test_maxmemory_during_predict_is_one_line_and_loses_nothing(full_stack, tmp_path):
+def test_maxmemory_during_training_no_worker_exit_nothing_lost(full_stack, squeezed):
+    """Redis full while a job trains: submitting is refused with one line ("Redis is full", not
+    "broker unavailable"), the worker never exits (Celery's consumer used to die on the final
+    state's write), the registry is intact, and once there is room the job ends SUCCESS with one
+    model version."""
+    assert_one_line_error(squeezed.refused, "Redis is full", code=1)
+    assert squeezed.alive_while_full, "the worker exited"
+    assert squeezed.models_while_full == ["kept"], "the registry is intact"
+    assert squeezed.result["state"] == "SUCCESS"
+    r = full_stack.server.client()
+    assert sorted((m["name"], m["version"]) for m in list_models(r))[0] == ("kept", 1)
+    assert [m["name"] for m in list_models(r)].count("squeezed") == 1, "one model version for the job"
+    assert full_stack.worker.proc.poll() is None
+
+
+@pytest.mark.slow
+def test_maxmemory_during_predict_is_one_line_and_loses_nothing(full_stack, squeezed, tmp_path):
     """Redis full while `digitq predict` runs: one line that says Redis is full (not 'broker
     unavailable'), no partial file; the worker stays up and the registry is intact; once there is
-    room the same predict runs through."""
-    server, worker, _, env, folder = full_stack
-    r = server.client()
+    room the same predict runs through, and leaves no chunk result or pixels in Redis."""
+    st = full_stack
+    r = st.server.client()
+    model = squeezed.result["model"]
     out = tmp_path / "out.csv"
-    proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "base",
-                             "-o", str(out), "--chunk-size", "5"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(st.folder), "--model", model,
+                             "-o", str(out), "--chunk-size", "5"], env=st.env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: partials(tmp_path) or proc.poll() is not None, 120, "the first rows")
@@ -299,9 +339,10 @@ def test_maxmemory_during_predict_is_one_line_and_loses_nothing(full_stack, tmp_
     assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), "Redis is full",
                           code=1)
     assert not out.exists() and partials(tmp_path) == []
-    assert worker.proc.poll() is None, "the worker exited"
-    assert [m["name"] for m in list_models(r)] == ["base"]
-    ok(run_cli(["predict", str(folder), "--model", "base", "-o", str(out), "--chunk-size", "500"], env, timeout=120))
+    assert st.worker.proc.poll() is None, "the worker exited"
+    assert sorted(m["name"] for m in list_models(r)) == ["kept", "squeezed"]
+    ok(run_cli(["predict", str(st.folder), "--model", model, "-o", str(out), "--chunk-size", "500"], st.env,
+               timeout=120))
     assert len(out.read_text().splitlines()) == 3001
     # what the run kept in Redis is gone once read: its chunks' results and pixels
     batch = r.zrevrange(JOBS_INDEX_KEY, 0, 0)[0].decode()
@@ -310,38 +351,11 @@ def test_maxmemory_during_predict_is_one_line_and_loses_nothing(full_stack, tmp_
 
 
 @pytest.mark.slow
-def test_maxmemory_during_training_no_worker_exit_nothing_lost(full_stack):
-    """Redis full while a job trains: submitting is refused with one line, progress reports are
-    skipped with one warning, the worker never exits (Celery's consumer used to die on the final
-    state's write), and once there is room the job ends SUCCESS with one model version."""
-    server, worker, _, env, _ = full_stack
-    r = server.client()
-    job = ok(run_cli(["submit-train", "--name", "squeezed", "--epochs", "2", "--train-size", "2000",
-                      "--validation-size", "200", "--test-size", "200"], env)).stdout.split()[-1]
-    wait_for(lambda: (json.loads(r.get(task_meta_key(job)) or "{}").get("status") == "PROGRESS"), 120, "progress")
-    r.config_set("maxmemory", 1)
-    try:
-        refused = run_cli(["submit-train", "--name", "refused", "--epochs", "1"], env)
-        assert_one_line_error(refused, "Redis is full", code=1)
-        wait_for(lambda: "waits (its message stays un-acked)" in worker.log() or " waits: Redis is full" in worker.log(),
-                 180, "the job's end to wait for room")
-        time.sleep(2)
-        assert worker.proc.poll() is None, "the worker exited"
-        assert [m["name"] for m in list_models(r)] == ["base"], "the registry is intact"
-    finally:
-        r.config_set("maxmemory", 0)
-    res = Client(server.url).wait(job, timeout=240)
-    assert res["state"] == "SUCCESS"
-    assert sorted(m["name"] for m in list_models(r)) == ["base", "squeezed"], "one model version for the job"
-    assert worker.proc.poll() is None
-
-
-@pytest.mark.slow
 def test_a_worker_on_another_volume_refuses_to_start(full_stack, tmp_path, data_dir):
     """A worker whose DIGITQ_HOME is not the shared volume the live workers use would fail every
     job it takes: it refuses to start, with one line."""
-    server, _, home, _, _ = full_stack
-    stranger = WorkerProcess(server.url, tmp_path / "elsewhere", data_dir, name="w2", cpu_replicas=1,
+    home = full_stack.home
+    stranger = WorkerProcess(full_stack.server.url, tmp_path / "elsewhere", data_dir, name="w2", cpu_replicas=1,
                              queues="predict", extra_env=FAST)
     stranger.start()
     try:
