@@ -279,15 +279,16 @@ class Client:
 
     def wait_result(self, job_id: str, timeout: float = 3600, poll: float = 0.01,
                     on_poll: Callable[[], None] | None = None, queue: str | None = None,
-                    on_check: Callable[[Watchdog], None] | None = None) -> dict:
+                    on_check: Callable[[Watchdog], None] | None = None, watchdog: Watchdog | None = None) -> dict:
         """The result of a task that is not in the jobs index (a predict chunk, a listing);
         `on_poll` runs between two looks (the predict pipeline sends chunks then). With `queue`,
         NoWorker once no live worker has served it for DIGITQ_NO_WORKER_TIMEOUT seconds;
         `on_check` runs every CHECK_EVERY seconds with the Watchdog (the predict pipeline looks
-        for vanished chunks then, and sends again what a Redis failover lost)."""
+        for vanished chunks then, and sends again what a Redis failover lost); `watchdog` carries
+        what it knows (the Redis run id, since when no worker serves) from one wait to the next."""
         deadline = time.monotonic() + timeout
         delay = poll
-        dog = self.watchdog(queue, f"task {job_id}")
+        dog = watchdog or self.watchdog(queue, f"task {job_id}")
         while True:
             try:
                 meta = self._meta(job_id)

@@ -271,6 +271,7 @@ class _Pipeline:
         self.count = 0
         self.window = DEFAULT_WINDOW
         self.in_queue = 0  # chunks sent whose result is not read yet
+        self.dog = None  # the run's Watchdog (digitq.client.api), made at the first wait
 
     def fill(self, files: list, chunk_size: int, window: int) -> None:
         """Split `files` into chunks and start the first ones: `window` of them (they go to the
@@ -336,8 +337,11 @@ class _Pipeline:
             result = PredictResult(model=self.ref, probs=[], errors=[])
         else:
             try:
+                if self.dog is None:  # one for the whole run: a failover between two chunks is seen too
+                    self.dog = self.client.watchdog(PREDICT_QUEUE, "digitq predict")
                 result = PredictResult.from_dict(self.client.wait_result(entry["task_id"], timeout, on_poll=self.pump,
-                                                                         queue=PREDICT_QUEUE, on_check=self.check))
+                                                                         queue=PREDICT_QUEUE, on_check=self.check,
+                                                                         watchdog=self.dog))
             finally:
                 self.in_queue -= 1
                 self._forget_pixels([entry])

@@ -102,7 +102,10 @@ class FakeClient:
     def record_job(self, job_id, kind, name, request):
         self.jobs.append((job_id, request["files"]))
 
-    def wait_result(self, task_id, timeout, on_poll=None, queue=None, on_check=None):
+    def watchdog(self, queue, what):
+        return None
+
+    def wait_result(self, task_id, timeout, on_poll=None, queue=None, on_check=None, watchdog=None):
         if on_poll:
             on_poll()  # the real client sends ready chunks between two looks at the result
         self.in_queue -= 1
