@@ -55,6 +55,16 @@ def batch_state(r) -> str | None:
     return json.loads(raw)["status"] if raw else None
 
 
+def stop_group(proc: subprocess.Popen) -> None:
+    """Kill a client started in a session of its own and its preprocessing processes, if it still runs
+    (a failed test must not leave them behind)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    proc.wait()
+
+
 def cli_env(url: str, home: Path, data_dir: Path, **extra) -> dict:
     env = dict(os.environ, DIGITQ_BROKER_URL=url, DIGITQ_HOME=str(home), DIGITQ_DATA_DIR=str(data_dir), **FAST)
     env.pop("DIGITQ_RESULT_BACKEND", None)
@@ -132,7 +142,7 @@ def test_redis_restarted_empty_during_predict_stops_with_one_line(lone_redis, da
     env = cli_env(server.url, home, data_dir, DIGITQ_NO_WORKER_TIMEOUT=120)
     proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "ghost",
                              "-o", str(out), "--chunk-size", "20"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for(lambda: answerer.answered == 2 and partials(tmp_path), 60, "the first rows")
         server.kill()
@@ -142,8 +152,7 @@ def test_redis_restarted_empty_during_predict_stops_with_one_line(lone_redis, da
         elapsed = time.monotonic() - restarted
     finally:
         answerer.stop.set()
-        if proc.poll() is None:
-            proc.kill()
+        stop_group(proc)
     assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr),
                           "gone from Redis", code=1)
     assert elapsed < 20, elapsed
@@ -159,15 +168,14 @@ def test_wait_says_when_no_worker_serves_the_job_and_when_redis_lost_it(lone_red
     assert_one_line_error(run_cli(["wait", job], env, timeout=60), "no live worker serves the train queue", code=1)
     env["DIGITQ_NO_WORKER_TIMEOUT"] = "120"
     proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "wait", job], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         time.sleep(3)
         server.kill()
         server.start()
         _, stderr = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_group(proc)
     lines = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert proc.returncode == 1 and len(lines) == 1 and "is gone from Redis" in lines[0], stderr
     assert "Traceback" not in stderr
@@ -180,6 +188,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].splitlines()[0]
+    except (OSError, IndexError):
+        return "zombie"  # gone
+
+
 def test_sigterm_to_predict_is_as_clean_as_ctrl_c(lone_redis, data_dir, tmp_path):
     """SIGTERM (what `docker stop` and `timeout` send) mid-run: exit 143 with one line, no partial
     file, no orphaned preprocessing process, the batch closed as FAILURE."""
@@ -190,21 +205,22 @@ def test_sigterm_to_predict_is_as_clean_as_ctrl_c(lone_redis, data_dir, tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "ghost",
                              "-o", str(out), "--chunk-size", "20", "--jobs", "2"],
                             env=cli_env(server.url, home, data_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, start_new_session=True)
     try:
         wait_for(lambda: answerer.answered == 2 and partials(tmp_path), 60, "the first rows")
         children = _children(proc.pid)
         assert children, "predict --jobs 2 preprocesses in processes of its own"
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=30)
+        # before the clean-up below, which would kill what the client left behind
+        wait_for(lambda: not any(Path(f"/proc/{c}").exists() and "zombie" not in _state(c) for c in children), 10,
+                 "the preprocessing processes to exit")
     finally:
         answerer.stop.set()
-        if proc.poll() is None:
-            proc.kill()
+        stop_group(proc)
     assert proc.returncode == 143, (proc.returncode, stderr)
     assert "Traceback" not in stderr and stderr.strip().splitlines()[-1] == "terminated", stderr
     assert not out.exists() and partials(tmp_path) == []
-    wait_for(lambda: not any(Path(f"/proc/{c}").exists() for c in children), 10, "the preprocessing processes to exit")
     assert batch_state(server.client()) == "FAILURE"
 
 
@@ -327,15 +343,14 @@ def test_maxmemory_during_predict_is_one_line_and_loses_nothing(full_stack, sque
     out = tmp_path / "out.csv"
     proc = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(st.folder), "--model", model,
                              "-o", str(out), "--chunk-size", "5"], env=st.env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         wait_for(lambda: partials(tmp_path) or proc.poll() is not None, 120, "the first rows")
         r.config_set("maxmemory", 1)
         _, stderr = proc.communicate(timeout=120)
     finally:
         r.config_set("maxmemory", 0)
-        if proc.poll() is None:
-            proc.kill()
+        stop_group(proc)
     assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", stderr), "Redis is full",
                           code=1)
     assert not out.exists() and partials(tmp_path) == []
@@ -402,7 +417,7 @@ def test_sentinel_failover_loses_nothing_and_trains_nothing_twice(tmp_path, data
         wait_for(lambda: client.status(jobs[0]).state == "PROGRESS", 120, "the first job to train")
         predict = subprocess.Popen([sys.executable, "-m", "digitq.client", "predict", str(folder), "--model", "first",
                                     "-o", str(out), "--chunk-size", "50"], env=env, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, text=True)
+                                   stderr=subprocess.PIPE, text=True, start_new_session=True)
         wait_for(lambda: partials(tmp_path) or predict.poll() is not None, 120, "the first predicted rows")
         old_master = cluster.master.port
         before = client.status(jobs[0]).progress
@@ -431,8 +446,8 @@ def test_sentinel_failover_loses_nothing_and_trains_nothing_twice(tmp_path, data
             assert not out.exists()
         assert partials(tmp_path) == []
     finally:
-        if predict is not None and predict.poll() is None:
-            predict.kill()
+        if predict is not None:
+            stop_group(predict)
         trainer.kill()
         predictor.kill()
         cluster.stop()
