@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -28,8 +29,8 @@ import redis
 from digitq.common import ensemble, registry
 from digitq.common.celery_keys import task_meta_key
 from digitq.common.errors import (
-    BrokerUnavailable, DigitqError, InvalidRequest, JobCancelled, JobFailed, NoSuchJob, NoSuchModel,
-    WorkerNotInstalled,
+    BrokerFull, BrokerUnavailable, DigitqError, InvalidRequest, JobCancelled, JobFailed, JobVanished, NoSuchJob, NoSuchModel,
+    NoWorker, WorkerNotInstalled,
 )
 from digitq.common.names import (
     EVALUATE_TASK, FINISHED_STATES, JOBS_INDEX_KEY, PREDICT_QUEUE, REPORT_TASK, TRAIN_QUEUE, TRAIN_TASK,
@@ -39,6 +40,8 @@ from digitq.common.schemas import (
     JOB_ID_RE, EvaluateRequest, EvaluateResult, PredictSummary, ReportRequest, ReportResult, TrainRequest,
     check_job_id,
 )
+from digitq.common.redis_client import OUT_OF_MEMORY_MESSAGE, eviction_warning, is_out_of_memory, make_redis
+from digitq.common.redis_client import redact as redact
 from digitq.common.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -54,13 +57,9 @@ MAX_JOBS_LISTED = 10_000
 LOG_POLL = 0.5
 """Seconds between two looks for new log lines while following a job."""
 
-
-def redact(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
-    return url
+CHECK_EVERY = 2.0
+"""Seconds between two looks, while waiting, at whether a worker serves the queue and whether
+Redis is still the one the wait started on (a restart or a failover changes its run id)."""
 
 
 @dataclass
@@ -132,8 +131,8 @@ class Client:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.broker_url, socket_connect_timeout=CONNECT_TIMEOUT,
-                                               socket_timeout=30, retry_on_timeout=True, health_check_interval=30)
+            self._redis = make_redis(self.broker_url, self.settings, socket_connect_timeout=CONNECT_TIMEOUT,
+                                     socket_timeout=30, retry_on_timeout=True, health_check_interval=30)
             if self._check_on_connect:
                 self._check_on_connect = False
                 self.ping()
@@ -153,6 +152,9 @@ class Client:
         stack if allowed), and build the Celery app; returns self."""
         self.ping()
         self.app
+        warning = eviction_warning(self.redis)
+        if warning and self.notify:
+            self.notify(f"warning: {warning}")
         return self
 
     def ping(self) -> None:
@@ -185,7 +187,8 @@ class Client:
         pipe.expire(job_key(job_id), ttl)
         pipe.zadd(JOBS_INDEX_KEY, {job_id: now})
         pipe.zremrangebyscore(JOBS_INDEX_KEY, 0, now - ttl)
-        pipe.execute()
+        with refusing_full():
+            pipe.execute()
 
     def finish_job(self, job_id: str, state: str, result) -> None:
         """Store the final state of a job the client itself ran (a predict batch of many tasks)."""
@@ -219,7 +222,8 @@ class Client:
         """Queue the task named `task` with its one JSON argument; returns the task id."""
         self.match_local_worker()
         task_id = task_id or uuid.uuid4().hex
-        self.app.send_task(task, args=[payload], task_id=task_id, queue=queue)
+        with refusing_full():
+            self.app.send_task(task, args=[payload], task_id=task_id, queue=queue)
         return task_id
 
     def _submit(self, task: str, queue: str, payload: dict, kind: str, name: str) -> str:
@@ -229,22 +233,62 @@ class Client:
 
     def call(self, task: str, payload: dict, queue: str, timeout: float = 3600, task_id: str | None = None) -> dict:
         """Run a task to completion (short jobs: evaluate, list, report) and return its raw result."""
-        return self.wait_result(self.send(task, payload, queue, task_id), timeout)
+        task_id = self.send(task, payload, queue, task_id)
+        try:
+            return self.wait_result(task_id, timeout, queue=queue)
+        finally:
+            self.forget_results([task_id])
 
     def put_blob(self, key: str, data: bytes, ttl: int) -> None:
         """Store bytes beside a task message (a predict chunk's pixels) for `ttl` seconds."""
-        self.redis.set(key, data, ex=ttl)
+        with refusing_full():
+            self.redis.set(key, data, ex=ttl)
 
     def delete_blobs(self, keys: list[str]) -> None:
         """Delete what put_blob stored, once the task that read it is done."""
         self.redis.delete(*keys)
 
+    def forget_results(self, task_ids: list[str]) -> None:
+        """Delete tasks' results once this client has read them (predict chunks, listings):
+        kept for DIGITQ_RESULT_TTL they would fill Redis. Best effort."""
+        if task_ids:
+            try:
+                self.redis.delete(*(task_meta_key(t) for t in task_ids))
+            except redis.exceptions.RedisError:
+                pass
+
+    # --- is anything still coming? -------------------------------------------------------------
+    def serving(self, queue: str) -> bool:
+        """True while a live worker announces that it serves `queue` (or Redis cannot tell)."""
+        try:
+            return any(queue in (w.get("queues") or []) for w in self.workers())
+        except redis.exceptions.RedisError:
+            return True  # a broker blip: the connection's own retries cover it
+
+    def server_id(self) -> str | None:
+        """The run id of the Redis this client talks to: it changes when Redis restarts or a
+        Sentinel failover moves the master (None: unreachable now)."""
+        try:
+            return str(self.redis.info("server").get("run_id"))
+        except redis.exceptions.RedisError:
+            return None
+
+    def watchdog(self, queue: str | None, what: str) -> "Watchdog":
+        """A Watchdog for a wait on `queue` (see Watchdog)."""
+        return Watchdog(self, queue, what)
+
     def wait_result(self, job_id: str, timeout: float = 3600, poll: float = 0.01,
-                    on_poll: Callable[[], None] | None = None) -> dict:
+                    on_poll: Callable[[], None] | None = None, queue: str | None = None,
+                    on_check: Callable[[Watchdog], None] | None = None, watchdog: Watchdog | None = None) -> dict:
         """The result of a task that is not in the jobs index (a predict chunk, a listing);
-        `on_poll` runs between two looks (the predict pipeline sends chunks then)."""
+        `on_poll` runs between two looks (the predict pipeline sends chunks then). With `queue`,
+        NoWorker once no live worker has served it for DIGITQ_NO_WORKER_TIMEOUT seconds;
+        `on_check` runs every CHECK_EVERY seconds with the Watchdog (the predict pipeline looks
+        for vanished chunks then, and sends again what a Redis failover lost); `watchdog` carries
+        what it knows (the Redis run id, since when no worker serves) from one wait to the next."""
         deadline = time.monotonic() + timeout
         delay = poll
+        dog = watchdog or self.watchdog(queue, f"task {job_id}")
         while True:
             try:
                 meta = self._meta(job_id)
@@ -258,6 +302,8 @@ class Client:
                     raise JobFailed(f"task {job_id} failed: {_error_text(meta.get('result')) or state}")
             if time.monotonic() > deadline:
                 raise DigitqError(f"task {job_id} did not finish within {timeout:.0f} s (is a worker serving the predict queue?)")
+            if dog.due() and dog.check() and on_check:
+                on_check(dog)
             if on_poll:
                 on_poll()
             time.sleep(delay)
@@ -345,12 +391,22 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         last_error = None
+        dog = None
         while True:
             try:
                 st = self.status(job_id)
                 last_error = None
             except redis.exceptions.ConnectionError as exc:  # broker restarting: keep waiting
                 st, last_error = None, exc
+            except NoSuchJob:
+                if dog is None:
+                    raise
+                raise JobVanished(f"job {job_id} is gone from Redis (it restarted empty, or a failover lost it): "
+                                  "its model, if trained, is in the job folder; submit it again") from None
+            if dog is None and st is not None:
+                dog = self.watchdog(TRAIN_QUEUE if st.kind in (None, "train") else PREDICT_QUEUE, f"job {job_id}")
+            if st is not None and st.state not in FINISHED_STATES and dog.due():
+                dog.check()
             if st is not None:
                 if on_progress:
                     on_progress(st)
@@ -622,6 +678,56 @@ class Client:
         from digitq.common.stack import LocalStack
 
         return LocalStack(self.settings).status()
+
+
+@contextmanager
+def refusing_full():
+    """Redis' out-of-memory refusal (maxmemory, noeviction) as BrokerFull with one line that
+    says so, rather than as a broker that cannot be reached."""
+    try:
+        yield
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise BrokerFull(OUT_OF_MEMORY_MESSAGE) from None
+        raise
+
+
+class Watchdog:
+    """Says, in one line and within a bounded time, why a wait would never end: no live worker
+    serves its queue (NoWorker after DIGITQ_NO_WORKER_TIMEOUT seconds), or Redis came back
+    empty. `changed` is True after a check that found another Redis than the last one (a
+    restart or a Sentinel failover: the caller may send again what it has in flight)."""
+
+    def __init__(self, client: Client, queue: str | None, what: str):
+        self.client, self.queue, self.what = client, queue, what
+        self.bound = client.settings.no_worker_timeout
+        self.next_check = time.monotonic() + CHECK_EVERY
+        self.unserved_since: float | None = None
+        self.server = client.server_id()
+        self.changed = False
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_check
+
+    def check(self) -> bool:
+        """Look now; raise NoWorker when the bound is passed. Returns True (checked)."""
+        now = time.monotonic()
+        self.next_check = now + CHECK_EVERY
+        server = self.client.server_id()
+        self.changed = server is not None and self.server is not None and server != self.server
+        if server is not None:
+            self.server = server
+        if self.queue is None:
+            return True
+        if self.client.serving(self.queue):
+            self.unserved_since = None
+        elif self.unserved_since is None:
+            self.unserved_since = now
+        elif now - self.unserved_since > self.bound:
+            raise NoWorker(f"no live worker serves the {self.queue} queue (none for {self.bound} s, "
+                           f"DIGITQ_NO_WORKER_TIMEOUT), so {self.what} cannot finish; start a worker "
+                           "(`digitq workers` lists the live ones)")
+        return True
 
 
 def _refuse_combined(rec: dict, what: str) -> None:

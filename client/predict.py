@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from digitq.common.errors import DigitqError, ImageError, InvalidRequest
+from digitq.common.errors import DigitqError, ImageError, InvalidRequest, JobVanished
+from digitq.common.celery_keys import task_meta_key
 from digitq.common.folders import iter_image_files
-from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, pixels_key
+from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, job_key, pixels_key
 from digitq.common.schemas import ListRequest, ListResult, PredictResult
 
 if TYPE_CHECKING:
@@ -270,6 +271,7 @@ class _Pipeline:
         self.count = 0
         self.window = DEFAULT_WINDOW
         self.in_queue = 0  # chunks sent whose result is not read yet
+        self.dog = None  # the run's Watchdog (digitq.client.api), made at the first wait
 
     def fill(self, files: list, chunk_size: int, window: int) -> None:
         """Split `files` into chunks and start the first ones: `window` of them (they go to the
@@ -335,13 +337,51 @@ class _Pipeline:
             result = PredictResult(model=self.ref, probs=[], errors=[])
         else:
             try:
-                result = PredictResult.from_dict(self.client.wait_result(entry["task_id"], timeout, on_poll=self.pump))
+                if self.dog is None:  # one for the whole run: a failover between two chunks is seen too
+                    self.dog = self.client.watchdog(PREDICT_QUEUE, "digitq predict")
+                result = PredictResult.from_dict(self.client.wait_result(entry["task_id"], timeout, on_poll=self.pump,
+                                                                         queue=PREDICT_QUEUE, on_check=self.check,
+                                                                         watchdog=self.dog))
             finally:
                 self.in_queue -= 1
                 self._forget_pixels([entry])
+            self.client.forget_results([entry["task_id"]])  # read: Redis need not keep it
         self.entries.popleft()
         names, errors, pixels, _ = entry["prep"]
         return names, errors, result, pixels
+
+    def check(self, dog) -> None:
+        """While waiting (every few seconds): stop with one line when Redis lost this run (it
+        restarted empty), and send again the chunks in flight when Redis is another one than
+        before (a Sentinel failover may have lost the newest writes; a chunk classified twice
+        gives the same rows)."""
+        r = self.client.redis
+        if not r.exists(job_key(self.batch_id)):
+            raise JobVanished("this predict run is gone from Redis (it restarted empty, or a failover lost it); "
+                              "nothing was written: run it again")
+        if dog.changed:
+            for entry in self.entries:
+                if entry["sent"] and entry["task_id"] is not None:
+                    self._resend(entry)
+            return
+        head = self.entries[0] if self.entries else None
+        if head is not None and head.get("key") and head["sent"]:
+            pipe = r.pipeline()
+            pipe.exists(head["key"])
+            pipe.exists(task_meta_key(head["task_id"]))
+            pixels, result = pipe.execute()
+            if not pixels and not result:
+                raise JobVanished(f"chunk {head['task_id']} is gone from Redis (its pixels and result are missing); "
+                                  "nothing was written: run the predict again")
+
+    def _resend(self, entry: dict) -> None:
+        names, errors, pixels, count = entry["prep"]
+        if "key" in entry:
+            self.client.put_blob(entry["key"], pixels, ttl=int(self.timeout) + PIXELS_GRACE)
+            payload = {"model": self.ref, "pixels_key": entry["key"], "count": count}
+        else:
+            payload = {"model": self.ref, "folder": self.base, "paths": names}
+        self.client.send(PREDICT_TASK, payload, PREDICT_QUEUE, task_id=entry["task_id"])
 
     def _forget_pixels(self, entries) -> None:
         keys = [e.pop("key") for e in entries if "key" in e]
@@ -396,11 +436,14 @@ class RowWriter:
             self.classified += 1
         else:
             self.failed += 1
-        if self.csv:
-            self.csv.writerow(row.values())
-        else:
-            d = row.as_dict()
-            self.f.write(json.dumps({k: (v if v != "" else None) for k, v in d.items()}) + "\n")
+        try:
+            if self.csv:
+                self.csv.writerow(row.values())
+            else:
+                d = row.as_dict()
+                self.f.write(json.dumps({k: (v if v != "" else None) for k, v in d.items()}) + "\n")
+        except OSError as exc:  # a full disk, a file-size limit: one line, and close(keep=False) cleans up
+            raise DigitqError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self, keep: bool = True) -> None:
         if self.f is None:
@@ -410,12 +453,14 @@ class RowWriter:
         if self.tmp is None:
             self.f.flush()
             return
-        self.f.close()
-        if keep:
-            try:
+        try:
+            self.f.close()  # flushes: a full disk may refuse the last rows here
+            if keep:
                 os.replace(self.tmp, Path(self.path).expanduser())  # the output appears whole, or not at all
-            except OSError as exc:
-                self.tmp.unlink(missing_ok=True)
-                raise DigitqError(f"cannot write {self.path}: {exc.strerror}") from None
-        else:
+        except OSError as exc:
             self.tmp.unlink(missing_ok=True)
+            if keep:
+                raise DigitqError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+        finally:
+            if not keep:
+                self.tmp.unlink(missing_ok=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from celery import Celery
 
 from digitq.common.names import REPORT_TASK, EVALUATE_TASK, LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, TRAIN_QUEUE, TRAIN_TASK
+from digitq.common.redis_client import is_sentinel_url, sentinel_transport_options
 from digitq.common.settings import Settings
 
 
@@ -21,6 +22,10 @@ def make_celery(settings: Settings, broker_url: str, include: tuple[str, ...] = 
     # idle workers sweep every 5 s for messages whose worker stopped beating.
     transport = {"visibility_timeout": settings.visibility_timeout, "unacked_restore_interval": 5,
                  "unacked_restore_throttle": 1}
+    # A Sentinel URL (sentinel://h1:26379;sentinel://h2:26379) also needs the master's name and
+    # the sentinels' own password: kombu's and Celery's transport options.
+    broker_transport = dict(transport, **(sentinel_transport_options(settings) if is_sentinel_url(broker_url) else {}))
+    backend_transport = dict(transport, **(sentinel_transport_options(settings) if is_sentinel_url(backend) else {}))
     app.conf.update(
         # Only JSON crosses the queue: a pickled message is refused, never executed.
         task_serializer="json",
@@ -32,8 +37,8 @@ def make_celery(settings: Settings, broker_url: str, include: tuple[str, ...] = 
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_track_started=True,
-        broker_transport_options=transport,
-        result_backend_transport_options=transport,
+        broker_transport_options=broker_transport,
+        result_backend_transport_options=backend_transport,
         result_expires=settings.result_ttl,
         task_routes={TRAIN_TASK: {"queue": TRAIN_QUEUE}, PREDICT_TASK: {"queue": PREDICT_QUEUE},
                      LIST_TASK: {"queue": PREDICT_QUEUE}, EVALUATE_TASK: {"queue": PREDICT_QUEUE},

@@ -42,6 +42,18 @@ class BrokerUnavailable(DigitqError):
     """The Redis broker cannot be reached."""
 
 
+class NoWorker(DigitqError):
+    """No live worker has served a queue that a wait depends on for DIGITQ_NO_WORKER_TIMEOUT seconds."""
+
+
+class JobVanished(DigitqError):
+    """A job or chunk being waited for is gone from Redis (it restarted empty, or a failover lost writes)."""
+
+
+class BrokerFull(DigitqError):
+    """Redis refused a write: maxmemory reached with maxmemory-policy noeviction."""
+
+
 class NoSuchJob(DigitqError):
     """No job with that id is known to the broker."""
 
@@ -54,10 +66,6 @@ class JobFailed(DigitqError):
 
 class JobCancelled(DigitqError):
     """A job was cancelled by `digitq cancel`."""
-
-
-class JobHandedBack(DigitqError):
-    """The worker is stopping (SIGTERM, Ctrl-C): the job saved a backup and goes back to the queue."""
 
 
 class JobAlreadyFinished(DigitqError):
@@ -90,9 +98,9 @@ class LeaseLost(DigitqError):
 
 
 class JobHandedBack(DigitqError):
-    """A worker stopping (SIGTERM) leaves its running job to another: it raises this from the
-    job, its lease is released and the job's running record kept, so the takeover sweep puts
-    the job back on its queue within seconds (digitq.worker.watchdog)."""
+    """The worker is stopping (SIGTERM, Ctrl-C): the job saved a backup and goes back to its queue
+    at once (Celery's requeue); its lease is released and its running record kept, so the
+    takeover sweep re-publishes it should that message be lost (digitq.worker.watchdog)."""
 
 
 class EnsembleMemberFailed(DigitqError):

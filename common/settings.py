@@ -8,7 +8,7 @@ load time: a worker started from another directory must see the same files.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from digitq.common.errors import ConfigError
@@ -35,6 +35,14 @@ DEFAULT_RESULT_TTL = 7 * 24 * 3600
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """Largest job message (JSON, bytes) a worker accepts."""
 
+DEFAULT_SENTINEL_MASTER = "digitq"
+"""The name the sentinels monitor digitq's Redis master under (`sentinel monitor NAME ...`)."""
+
+DEFAULT_NO_WORKER_TIMEOUT = 60
+"""Seconds `digitq predict` and `digitq wait` go on while no live worker serves their queue (a
+worker's announcement lives 35 s after its last refresh), and while a waited-for chunk or job is
+gone from Redis, before they stop with one line that says so."""
+
 
 def default_home() -> Path:
     """`$XDG_DATA_HOME/digitq`, else `~/.local/share/digitq`."""
@@ -56,6 +64,9 @@ class Settings:
     result_ttl: int = DEFAULT_RESULT_TTL  # seconds
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES  # bytes
     metrics_port: int = 0  # DIGITQ_METRICS_PORT: serve Prometheus metrics there (0 = off)
+    sentinel_master: str = DEFAULT_SENTINEL_MASTER  # DIGITQ_SENTINEL_MASTER (Sentinel URLs only)
+    sentinel_password: str | None = field(default=None, repr=False)  # DIGITQ_SENTINEL_PASSWORD: the sentinels' own password, if any
+    no_worker_timeout: int = DEFAULT_NO_WORKER_TIMEOUT  # seconds (DIGITQ_NO_WORKER_TIMEOUT)
 
     @property
     def jobs_dir(self) -> Path:
@@ -90,8 +101,9 @@ def _path_env(name: str, default: Path) -> Path:
     return Path(raw).expanduser().resolve() if raw else default.expanduser().resolve()
 
 
-BROKER_SCHEMES = ("redis", "rediss", "unix")
-"""URL schemes a broker or result backend may use (Redis over TCP, TLS, or a Unix socket)."""
+BROKER_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+"""URL schemes a broker or result backend may use (Redis over TCP, TLS, a Unix socket, or
+Sentinel: `sentinel://h1:26379;sentinel://h2:26379`, digitq.common.redis_client)."""
 
 
 def check_broker_url(url: str | None, name: str = "DIGITQ_BROKER_URL") -> str | None:
@@ -101,6 +113,11 @@ def check_broker_url(url: str | None, name: str = "DIGITQ_BROKER_URL") -> str | 
         return None
     from urllib.parse import urlsplit
 
+    from digitq.common.redis_client import is_sentinel_url, parse_sentinel_url
+
+    if is_sentinel_url(url):
+        parse_sentinel_url(url, name)
+        return url
     example = "e.g. redis://:PASSWORD@host:6379/0"
     try:
         parts = urlsplit(url)
@@ -109,7 +126,7 @@ def check_broker_url(url: str | None, name: str = "DIGITQ_BROKER_URL") -> str | 
         raise ConfigError(f"{name} is not a usable Redis URL ({exc}); {example}") from None
     if parts.scheme not in BROKER_SCHEMES:
         shown = f"scheme {parts.scheme!r}" if parts.scheme else "no scheme"
-        raise ConfigError(f"{name} has {shown}: use redis://, rediss:// (TLS) or unix://; {example}")
+        raise ConfigError(f"{name} has {shown}: use redis://, rediss:// (TLS), unix:// or sentinel://; {example}")
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigError(f"{name} names no host; {example}")
     if port == 0:
@@ -151,4 +168,7 @@ def load_settings() -> Settings:
         result_ttl=_int_env("DIGITQ_RESULT_TTL", DEFAULT_RESULT_TTL, 1),
         max_message_bytes=_int_env("DIGITQ_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, 1024),
         metrics_port=_int_env("DIGITQ_METRICS_PORT", 0),
+        sentinel_master=os.environ.get("DIGITQ_SENTINEL_MASTER", "").strip() or DEFAULT_SENTINEL_MASTER,
+        sentinel_password=os.environ.get("DIGITQ_SENTINEL_PASSWORD", "") or None,
+        no_worker_timeout=_int_env("DIGITQ_NO_WORKER_TIMEOUT", DEFAULT_NO_WORKER_TIMEOUT, 1),
     ))

@@ -177,12 +177,13 @@ class LocalStack:
         import redis
 
         from digitq.common.names import WORKER_KEY_PREFIX
+        from digitq.common.redis_client import make_redis
 
         url, pid = self.broker_url(), self._pid("worker.pid")
         if not url or not pid:
             return None
         try:
-            r = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+            r = make_redis(url, self.settings, socket_connect_timeout=2, socket_timeout=5)
             for key in r.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200):
                 info = json.loads(r.get(key) or "null") or {}
                 if info.get("pid") == pid and info.get("current_job"):
@@ -226,6 +227,8 @@ class LocalStack:
     def _start_redis(self) -> None:
         import redis
 
+        from digitq.common.redis_client import make_redis
+
         binary = find_redis_server()
         pw = self._password()
         data = self.dir / "redis-data"
@@ -239,7 +242,7 @@ class LocalStack:
         )
         url = f"redis://:{pw}@127.0.0.1:{port}/0"
         deadline = time.monotonic() + REDIS_START_TIMEOUT
-        client = redis.Redis.from_url(url, socket_connect_timeout=1)
+        client = make_redis(url, self.settings, socket_connect_timeout=1)
         while True:
             if proc.poll() is not None:
                 raise LocalStackError(f"redis-server exited at start (code {proc.returncode}); see {self.dir / 'redis.log'}")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import redis
 
+from digitq.common.redis_client import make_redis
+
 READY_TIMEOUT = 90.0
 """Seconds a worker may take to import TensorFlow and connect (2 busy cores can be slow)."""
 
@@ -25,12 +27,14 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server on a free loopback port with a password, data under `folder`."""
 
-    def __init__(self, folder: Path, appendonly: bool = False, password: str = "test-secret"):
+    def __init__(self, folder: Path, appendonly: bool = False, password: str = "test-secret",
+                 extra_args: tuple[str, ...] = ()):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.password = password
         self.appendonly = appendonly
+        self.extra_args = tuple(extra_args)  # e.g. ("--replicaof", "127.0.0.1", "6379")
         self.proc = None
 
     @property
@@ -38,14 +42,14 @@ class RedisServer:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.url)
+        return make_redis(self.url)
 
     def start(self) -> None:
         log = open(self.folder / "redis.log", "ab")
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--requirepass", self.password,
              "--dir", str(self.folder), "--appendonly", "yes" if self.appendonly else "no", "--save", "",
-             "--appendfsync", "always"],
+             "--appendfsync", "always", "--masterauth", self.password, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         deadline = time.monotonic() + 10
@@ -70,6 +74,89 @@ class RedisServer:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class SentinelCluster:
+    """A Redis master, one replica and three sentinels (`redis-server CONF --sentinel`) on free
+    loopback ports, all with one password; the sentinels call the master MASTER and declare it
+    down after `down_after_ms` without an answer."""
+
+    MASTER = "digitq"
+
+    def __init__(self, folder: Path, password: str = "test-secret", down_after_ms: int = 1000,
+                 failover_timeout_ms: int = 5000):
+        self.folder = Path(folder)
+        self.password = password
+        self.master = RedisServer(self.folder / "master", password=password)
+        self.replica = RedisServer(self.folder / "replica", password=password,
+                                   extra_args=("--replicaof", "127.0.0.1", str(self.master.port)))
+        self.sentinel_ports = [free_port() for _ in range(3)]
+        self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
+        self.sentinels: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        """Celery's and digitq's Sentinel URL: every sentinel, the password on the first."""
+        return ";".join(f"sentinel://{f':{self.password}@' if i == 0 else ''}127.0.0.1:{p}/0"
+                        for i, p in enumerate(self.sentinel_ports))
+
+    def env(self) -> dict:
+        """What a worker or client needs besides DIGITQ_BROKER_URL = url."""
+        return {"DIGITQ_SENTINEL_MASTER": self.MASTER, "DIGITQ_SENTINEL_PASSWORD": self.password}
+
+    def sentinel(self, i: int = 0) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.sentinel_ports[i], password=self.password, socket_timeout=2)
+
+    def master_port(self) -> int | None:
+        """The master's port as the sentinels see it now (None while they cannot say)."""
+        for i in range(len(self.sentinel_ports)):
+            try:
+                addr = self.sentinel(i).sentinel_get_master_addr_by_name(self.MASTER)
+                if addr:
+                    return int(addr[1])
+            except redis.exceptions.RedisError:
+                continue
+        return None
+
+    def start(self) -> None:
+        self.master.start()
+        self.replica.start()
+        for i, port in enumerate(self.sentinel_ports):
+            folder = self.folder / f"sentinel{i}"
+            folder.mkdir(parents=True, exist_ok=True)
+            conf = folder / "sentinel.conf"
+            conf.write_text("\n".join([
+                f"port {port}", "bind 127.0.0.1", f"dir {folder}", f"requirepass {self.password}",
+                f"sentinel monitor {self.MASTER} 127.0.0.1 {self.master.port} 2",
+                f"sentinel auth-pass {self.MASTER} {self.password}",
+                f"sentinel sentinel-pass {self.password}",
+                f"sentinel down-after-milliseconds {self.MASTER} {self.down_after_ms}",
+                f"sentinel failover-timeout {self.MASTER} {self.failover_timeout_ms}",
+                f"sentinel parallel-syncs {self.MASTER} 1", ""]))
+            log = open(folder / "sentinel.log", "ab")
+            self.sentinels.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=log,
+                                                   stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 30
+        while True:  # every sentinel knows the master, its replica and the other sentinels
+            try:
+                ready = all(
+                    int(m["num-slaves"]) >= 1 and int(m["num-other-sentinels"]) >= 2
+                    for m in (self.sentinel(i).sentinel_master(self.MASTER) for i in range(3)))
+            except redis.exceptions.RedisError:
+                ready = False
+            if ready:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the sentinels did not see each other; see {self.folder}/sentinel*/sentinel.log")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        for proc in self.sentinels:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.master.stop()
+        self.replica.stop()
 
 
 class WorkerProcess:

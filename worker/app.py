@@ -27,6 +27,9 @@ from digitq.worker.tasks import register_tasks
 
 log = logging.getLogger("digitq.worker")
 
+EX_CONFIG = 78
+"""Exit status of a worker that refuses to start for its configuration (sysexits.h EX_CONFIG)."""
+
 
 def worker_broker_url(settings: Settings) -> str:
     """DIGITQ_BROKER_URL, else the embedded stack's Redis if it runs."""
@@ -58,10 +61,10 @@ class WorkerContext:
     def connect(cls, settings: Settings, queues: Iterable[str] = (), devices: dict | None = None) -> "WorkerContext":
         """A context on DIGITQ_BROKER_URL, else the embedded stack's Redis. Connects lazily:
         no command reaches Redis before the first task or announcement."""
-        import redis
+        from digitq.common.redis_client import make_redis, patient_retry
 
         url = worker_broker_url(settings)
-        return cls(settings, url, redis.Redis.from_url(url, health_check_interval=30),
+        return cls(settings, url, make_redis(url, settings, health_check_interval=30, retry=patient_retry()),
                    f"{socket.gethostname()}:{os.getpid()}", list(queues), dict(devices or {}))
 
 
@@ -69,6 +72,14 @@ def make_worker_app(ctx: WorkerContext) -> Celery:
     """digitq's Celery app on `ctx.broker_url` with its tasks registered, and the hooks that
     announce the worker, collect each job's log lines and count jobs for Prometheus."""
     app = make_celery(ctx.settings, ctx.broker_url)
+    # --- Redis under pressure (issue 16): final states wait for room, delivered messages are held
+    from digitq.worker.compat import hold_messages_while_full
+    from digitq.worker.result_store import backend_class_path
+
+    backend_url = ctx.settings.result_backend or ctx.broker_url
+    app.backend_cls = f"{backend_class_path(backend_url)}+{backend_url}"
+    hold_messages_while_full()
+    # ---
     register_tasks(app, ctx)
     QuietRequeues().install()
     _connect_signals(app, ctx)
@@ -85,6 +96,30 @@ def start_watchdog(ctx: WorkerContext, app: Celery) -> None:
     ctx.watchdog = Watchdog(ctx.redis, publisher, ctx.worker_id, ctx.settings.visibility_timeout).start()
 
 
+def check_redis_and_volume(ctx: WorkerContext, node: str) -> str:
+    """At start-up (issue 16): warn when Redis may evict keys, and stop this worker with one line
+    when its DIGITQ_HOME is not the shared volume the live workers use. Returns the volume id."""
+    import sys
+
+    from digitq.common.redis_client import eviction_warning
+    from digitq.worker.presence import check_shared_volume, volume_id
+
+    warning = eviction_warning(ctx.redis)
+    if warning:
+        log.warning(warning)
+    try:
+        volume = volume_id(ctx.settings.home)
+        check_shared_volume(ctx.redis, node, volume, ctx.settings.home)
+    except DigitqError as exc:
+        # Before any job: stop the whole process here. Celery turns an exception from a
+        # worker_ready hook into a clean exit 0, which a supervisor would not notice.
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(EX_CONFIG)
+    return volume
+
+
 def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
     """Celery's signals are process-wide: each hook acts only for senders of `app`."""
 
@@ -94,7 +129,8 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
     def announce(sender=None, **_):
         if not ours(sender):
             return
-        ctx.presence = Presence(ctx.redis, sender.hostname, ctx.queues, ctx.devices)
+        volume = check_redis_and_volume(ctx, sender.hostname)
+        ctx.presence = Presence(ctx.redis, sender.hostname, ctx.queues, ctx.devices, volume)
         ctx.presence.start()
         start_watchdog(ctx, app)
         if ctx.settings.metrics_port:

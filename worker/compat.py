@@ -17,6 +17,11 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
   (`QuietRequeues`).
 - TensorFlow says whether its oneDNN CPU kernels run only through a private module
   (`onednn_enabled`).
+- kombu's Redis transport pops a message off its queue (BRPOP) and then records it in its
+  un-acked index (`QoS.append`); when Redis is full that record fails, the popped message
+  exists only in this process and the error ends Celery's consumer; it acks a message with a
+  MULTI transaction, which a full Redis refuses whole. `hold_messages_while_full` retries the
+  record until Redis has room, and sends an ack's two deletes outside MULTI when full.
 
 Celery's result-backend key format is in digitq.common.celery_keys, where the client can import it.
 Nothing here imports Celery's worker, Keras or TensorFlow until a function is called.
@@ -123,3 +128,60 @@ class QuietRequeues(logging.Filter):
     def install(self) -> QuietRequeues:
         logging.getLogger(TRACE_LOGGER).addFilter(self)
         return self
+
+
+# --- kombu: recording a delivered message while Redis is full ---------------------------------
+
+HOLD_RETRY_MAX = 5.0
+"""Most seconds between two tries to record a delivered message while Redis is full."""
+
+
+def hold_messages_while_full() -> None:
+    """Patch kombu's Redis `QoS.append` (see the module docstring) so that a delivered message
+    whose un-acked record Redis refuses for lack of memory is held here and recorded once Redis
+    has room, instead of being lost with the worker. Idempotent."""
+    from kombu.transport import redis as kombu_redis
+    from kombu.transport import virtual as kombu_virtual
+
+    from digitq.common.redis_client import OUT_OF_MEMORY_MESSAGE, is_out_of_memory
+
+    original = kombu_redis.QoS.append
+    if getattr(original, "_digitq_holds", False):
+        return
+
+    def append(self, message, delivery_tag):
+        delay, noted = 0.5, False
+        while True:
+            try:
+                out = original(self, message, delivery_tag)
+                if noted:
+                    log.info("Redis has room again: message %s recorded", delivery_tag)
+                return out
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                if not noted:
+                    noted = True
+                    log.error("message %s held until Redis records it: %s", delivery_tag, OUT_OF_MEMORY_MESSAGE)
+                time.sleep(delay)
+                delay = min(delay * 2, HOLD_RETRY_MAX)
+
+    original_ack = kombu_redis.QoS.ack
+
+    def ack(self, delivery_tag):
+        try:
+            return original_ack(self, delivery_tag)
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+        # kombu acks in a MULTI transaction, and a full Redis refuses every command queued in
+        # one; the same two deletes sent one by one are allowed (they free memory).
+        with self.channel.conn_or_acquire() as client:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.unacked_index_key, delivery_tag).hdel(self.unacked_key, delivery_tag).execute()
+        kombu_virtual.QoS.ack(self, delivery_tag)
+
+    append._digitq_holds = True
+    append._digitq_original, ack._digitq_original = original, original_ack  # for tests/unit/test_adapters.py
+    kombu_redis.QoS.append = append
+    kombu_redis.QoS.ack = ack

@@ -10,7 +10,10 @@ import socket
 import threading
 import time
 
-from digitq.common.names import log_key, worker_key
+from pathlib import Path
+
+from digitq.common.errors import DigitqError
+from digitq.common.names import WORKER_KEY_PREFIX, log_key, worker_key
 
 ANNOUNCE_INTERVAL = 10.0
 """Seconds between two refreshes of a worker's announcement."""
@@ -21,13 +24,54 @@ ANNOUNCE_TTL = 35
 MAX_LOG_LINES = 5000
 """Lines kept per job (the oldest go first)."""
 
+VOLUME_MARKER = ".digitq-volume-id"
+"""File in DIGITQ_HOME holding the shared volume's id (made by the first worker that uses it);
+every worker announces it, and a worker whose DIGITQ_HOME holds another id than the live
+workers' refuses to start: it could not read their jobs' folders and models."""
+
+
+def volume_id(home: Path) -> str:
+    """The id in `home`'s VOLUME_MARKER, written first if there is none (atomically: two workers
+    starting at once on a fresh volume agree)."""
+    import uuid
+
+    marker = Path(home) / VOLUME_MARKER
+    Path(home).mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as f:
+            f.write(uuid.uuid4().hex + "\n")
+    for _ in range(50):  # another worker may be writing it this very moment
+        text = marker.read_text().strip()
+        if text:
+            return text
+        time.sleep(0.02)
+    raise DigitqError(f"{marker} is empty: delete it and start the worker again")
+
+
+def check_shared_volume(r, node: str, volume: str, home: Path) -> None:
+    """DigitqError (one line) when a live worker other than `node` announces another volume id
+    than `volume`: this worker's DIGITQ_HOME is not the shared volume the others use."""
+    for key in r.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200):
+        raw = r.get(key)
+        info = json.loads(raw) if raw else {}
+        if info.get("node") != node and info.get("volume") and info["volume"] != volume:
+            raise DigitqError(
+                f"DIGITQ_HOME {home} is not the shared volume the other workers use ({info['node']} on "
+                f"{info.get('host')} has volume id {info['volume']}, this one {volume}, see {VOLUME_MARKER}): "
+                "mount the shared volume there")
+
 
 class Presence:
     """Keeps `digitq:worker:<node>` fresh from a daemon thread while the worker runs."""
 
-    def __init__(self, r, node: str, queues: list[str], devices: dict):
+    def __init__(self, r, node: str, queues: list[str], devices: dict, volume: str | None = None):
         self.r = r
         self.info = {
+            "volume": volume,
             "node": node, "host": socket.gethostname(), "pid": os.getpid(), "queues": queues,
             "device_type": devices.get("device_type"), "gpus": devices.get("gpus", []),
             "replicas": devices.get("replicas"), "tensorflow": devices.get("tensorflow"),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from celery.exceptions import Ignore, Reject
 
 from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled, JobHandedBack, LeaseLost
+from digitq.common.redis_client import is_out_of_memory
 from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
 from digitq.worker import ensemble, train_job
 from digitq.worker.compat import TaskResultSummaries, delivery_tag_of
@@ -68,10 +69,15 @@ def _run(task, fn, args: tuple, kwargs: dict, limit: int):
     except LeaseLost as exc:  # paused or cut off past the lease: another worker has the job now
         log.warning("job %s: %s; this worker dropped the job, wrote nothing, and takes the next one", job_id, exc)
         raise Ignore()
-    except DigitqError:
-        raise
-    except Exception as exc:  # the message is what the user sees; the traceback goes to the log
-        log.exception("job %s failed", job_id)
+    except Exception as exc:
+        if is_out_of_memory(exc):  # Redis full (issue 16): not the job's fault; it runs again once there is room
+            from digitq.worker.result_store import wait_until_writable
+
+            wait_until_writable(task.backend.client, f"job {job_id}")
+            return _run(task, fn, args, kwargs, limit)
+        if isinstance(exc, DigitqError):
+            raise
+        log.exception("job %s failed", job_id)  # the message is what the user sees; the traceback goes to the log
         raise JobError(f"{type(exc).__name__}: {exc}".splitlines()[0][:500]) from None
 
 
@@ -99,7 +105,7 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
             try:
                 self.update_state(state="PROGRESS", meta=meta)
             except Exception as exc:  # a broker blip must not kill the training; the next report retries
-                log.warning("progress report failed: %s", exc)
+                log.warning("progress report failed: %s", str(exc).splitlines()[0][:200])
 
         tag = delivery_tag_of(self.request.id)
 

@@ -6,9 +6,12 @@ here is Rich markup: a path with brackets prints as it is.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import signal
 import sys
+import threading
 
 import typer
 from rich.console import Console
@@ -22,6 +25,36 @@ err = Console(stderr=True, soft_wrap=True)
 INTERRUPTED_EXIT = 130
 """Exit code after Ctrl-C, as a shell reports a SIGINT."""
 
+TERMINATED_EXIT = 143
+"""Exit code after SIGTERM, as a shell reports it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is (as Ctrl-C raises KeyboardInterrupt), so the same
+    clean-up runs: no partial output file, preprocessing processes stopped, the batch closed."""
+
+
+@contextlib.contextmanager
+def terminated_as_interrupt():
+    """While a command runs in the main thread, SIGTERM raises Terminated instead of killing
+    the process on the spot."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
+    except ValueError:  # not the main interpreter
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
 
 def friendly_errors(fn):
     """Turn expected failures into one line on stderr and a non-zero exit, never a traceback:
@@ -33,14 +66,23 @@ def friendly_errors(fn):
         import redis
         from kombu.exceptions import OperationalError
 
+        from digitq.common.redis_client import OUT_OF_MEMORY_MESSAGE, is_out_of_memory
+
         try:
-            return fn(*args, **kwargs)
+            with terminated_as_interrupt():
+                return fn(*args, **kwargs)
         except DigitqError as exc:
             note(f"error: {exc}", console=err)
             raise typer.Exit(code=exc.exit_code)
         except (redis.exceptions.RedisError, OperationalError) as exc:
-            note(f"error: broker unavailable: {exc}", console=err)
+            if is_out_of_memory(exc):
+                note(f"error: {OUT_OF_MEMORY_MESSAGE}", console=err)
+            else:
+                note(f"error: broker unavailable: {exc}", console=err)
             raise typer.Exit(code=1)
+        except Terminated:
+            note("terminated", console=err)
+            raise typer.Exit(code=TERMINATED_EXIT)
         except KeyboardInterrupt:
             note("interrupted", console=err)
             raise typer.Exit(code=INTERRUPTED_EXIT)

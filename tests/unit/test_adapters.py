@@ -138,3 +138,21 @@ def test_celery_logs_a_task_success_with_a_dict_holding_id_and_return_value():
                                  "args": "", "kwargs": ""},), None)
     assert f.filter(record) and record.getMessage().endswith("succeeded in 0.5s: 500 image(s), 0 error(s), model digits:1")
     assert "t1" not in f.summaries  # one use each: the dict stays small
+
+
+# --- kombu's Redis QoS while Redis is full (digitq.worker.compat.hold_messages_while_full) ------
+
+
+def test_kombu_records_and_acks_unacked_messages_the_way_the_full_redis_patch_expects():
+    from kombu.transport import redis as kombu_redis
+
+    compat.hold_messages_while_full()
+    compat.hold_messages_while_full()  # idempotent: wraps once
+    patched = kombu_redis.QoS
+    assert patched.append._digitq_holds and not getattr(patched.append._digitq_original, "_digitq_holds", False)
+    ack = inspect.getsource(patched.ack._digitq_original) + inspect.getsource(patched._remove_from_indices)
+    assert "zrem(self.unacked_index_key" in ack and "hdel(self.unacked_key" in ack, (
+        "kombu acks a message by other writes than ZREM unacked_index + HDEL unacked: update "
+        "digitq.worker.compat.hold_messages_while_full")
+    append = inspect.getsource(patched.append._digitq_original)
+    assert "zadd(self.unacked_index_key" in append and "hset(self.unacked_key" in append

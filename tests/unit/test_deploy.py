@@ -486,3 +486,33 @@ def test_docker_compose_config_accepts_the_file():
     config = json.loads(proc.stdout)
     assert set(SERVICES) <= set(config["services"])
     assert TEST_PASSWORD in config["services"]["worker"]["environment"]["DIGITQ_BROKER_URL"]
+
+
+# --- deploy/sentinel.yml: the optional Redis failover setup ------------------------------------
+
+SENTINEL_FILE = ROOT / "deploy" / "sentinel.yml"
+
+
+def test_sentinel_override_adds_a_replica_and_three_sentinels_that_the_workers_use():
+    from digitq.common.redis_client import parse_sentinel_url
+    from digitq.common.settings import check_broker_url
+
+    over = yaml.safe_load(SENTINEL_FILE.read_text())
+    svc = over["services"]
+    sentinels = [name for name, s in svc.items() if "--sentinel" in " ".join(map(str, s.get("command") or []))]
+    assert sorted(sentinels) == ["sentinel-1", "sentinel-2", "sentinel-3"]
+    assert "--replicaof" in svc["redis-replica"]["command"]
+    for name in ("redis", "redis-replica"):  # either may be the master after a failover
+        argv = svc[name]["command"]
+        assert "--masterauth" in argv and argv[argv.index("--maxmemory-policy") + 1] == "noeviction"
+    known = code_env_names()
+    for name in ("worker", "predict-worker", "client"):
+        env = {k: interpolate(v, {"DIGITQ_REDIS_PASSWORD": TEST_PASSWORD}) for k, v in svc[name]["environment"].items()}
+        assert set(env) <= known, f"{name} sets variables no code reads"
+        url = check_broker_url(env["DIGITQ_BROKER_URL"])
+        hosts = parse_sentinel_url(url).sentinels
+        assert sorted(h for h, _ in hosts) == sorted(sentinels) and {p for _, p in hosts} == {26379}
+        assert parse_sentinel_url(url).password == TEST_PASSWORD
+    conf = svc["sentinel-1"]["command"][-1]
+    assert "sentinel monitor digitq redis 6379 2" in conf and "resolve-hostnames yes" in conf
+    assert "flower" not in [n for n, s in svc.items() if not s.get("profiles")], "flower speaks to one Redis only"

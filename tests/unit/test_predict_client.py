@@ -102,11 +102,17 @@ class FakeClient:
     def record_job(self, job_id, kind, name, request):
         self.jobs.append((job_id, request["files"]))
 
-    def wait_result(self, task_id, timeout, on_poll=None):
+    def watchdog(self, queue, what):
+        return None
+
+    def wait_result(self, task_id, timeout, on_poll=None, queue=None, on_check=None, watchdog=None):
         if on_poll:
             on_poll()  # the real client sends ready chunks between two looks at the result
         self.in_queue -= 1
         return self.results[task_id]
+
+    def forget_results(self, task_ids):
+        self.forgotten = getattr(self, "forgotten", []) + list(task_ids)
 
 
 @pytest.fixture
@@ -145,6 +151,7 @@ def test_pixels_go_beside_the_message_and_are_deleted_once_read(folder):
     rows, client = run(folder, processes=2, window=2)
     assert len(rows) == 23 and len(client.task_ids) == 6
     assert client.values == {}  # every chunk's pixels deleted once its result was read
+    assert client.forgotten == client.task_ids  # and its result: Redis keeps neither
     assert set(client.expiry.values()) == {3600 + predict.PIXELS_GRACE}  # the wait, then a grace period
     assert client.most_in_queue == 2  # 6 chunks prepared, never more than `window` in the queue
 

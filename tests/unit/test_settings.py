@@ -62,3 +62,38 @@ def test_resolve_within_never_returns_a_path_outside_the_roots(tmp_path_factory,
         assert "\n" not in str(exc)
         return
     assert p == root.resolve() or root.resolve() in p.parents
+
+
+def test_sentinel_urls_are_accepted_and_bad_ones_are_one_line(monkeypatch):
+    from digitq.common.errors import ConfigError
+    from digitq.common.redis_client import parse_sentinel_url, redact
+    from digitq.common.settings import check_broker_url, load_settings
+
+    url = "sentinel://:pw@10.0.0.1:26379/2;sentinel://10.0.0.2:26380;sentinel://10.0.0.3"
+    assert check_broker_url(url) == url
+    address = parse_sentinel_url(url)
+    assert address.sentinels == (("10.0.0.1", 26379), ("10.0.0.2", 26380), ("10.0.0.3", 26379))
+    assert address.password == "pw" and address.db == 2
+    assert redact(url) == "sentinel://***@10.0.0.1:26379/2;sentinel://10.0.0.2:26380;sentinel://10.0.0.3"
+    for bad in ("sentinel://:pw@;sentinel://h2", "sentinel://h1:26379;redis://h2:6379", "sentinel://h1:notaport",
+                "sentinel://h1/x"):
+        with pytest.raises(ConfigError) as exc:
+            check_broker_url(bad)
+        assert "\n" not in str(exc.value) and "pw" not in str(exc.value).replace("PASSWORD", "")
+    monkeypatch.setenv("DIGITQ_BROKER_URL", url)
+    monkeypatch.setenv("DIGITQ_SENTINEL_MASTER", "mymaster")
+    monkeypatch.setenv("DIGITQ_SENTINEL_PASSWORD", "sentinel-secret")
+    s = load_settings()
+    assert s.sentinel_master == "mymaster" and "sentinel-secret" not in repr(s)
+
+
+def test_celery_gets_the_sentinel_transport_options(monkeypatch):
+    from digitq.common.celery_app import make_celery
+    from digitq.common.settings import load_settings
+
+    url = "sentinel://:pw@10.0.0.1:26379/0;sentinel://10.0.0.2:26379"
+    monkeypatch.setenv("DIGITQ_SENTINEL_PASSWORD", "sp")
+    app = make_celery(load_settings(), url)
+    for opts in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):
+        assert opts["master_name"] == "digitq" and opts["sentinel_kwargs"]["password"] == "sp"
+    assert type(app.backend).__name__ == "SentinelBackend"
