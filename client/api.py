@@ -501,6 +501,32 @@ class Client:
         paths = write_report_files(res.to_dict(), folder)
         return SavedReport(res.job_id, res.model, str(folder), [p.name for p in paths], res.folder)
 
+    # --- sweeps (digitq.client.sweep) ---------------------------------------------------------------
+    def sweep_submit(self, request) -> str:
+        """Queue a hyperparameter sweep (a digitq.common.sweep.SweepRequest): its first P trials now,
+        each next one when a trial ends; returns the sweep id."""
+        from digitq.client import sweep
+
+        return sweep.submit(self, request)
+
+    def sweep_status(self, sweep_id: str):
+        """A sweep's state and trials (digitq.client.sweep.SweepStatus)."""
+        from digitq.client import sweep
+
+        return sweep.status(self, sweep_id)
+
+    def sweep_wait(self, sweep_id: str, on_update=None, timeout: float | None = None):
+        """Block until the sweep is complete, failed or cancelled; returns its SweepStatus."""
+        from digitq.client import sweep
+
+        return sweep.wait(self, sweep_id, on_update, timeout)
+
+    def sweep_cancel(self, sweep_id: str):
+        """Stop a sweep: queued trials never run, running ones stop within seconds."""
+        from digitq.client import sweep
+
+        return sweep.cancel(self, sweep_id)
+
     # --- the model registry -----------------------------------------------------------------------
     def list_models(self) -> list[dict]:
         """Every registered model version's record, newest first per name."""

@@ -113,3 +113,12 @@ class TaskResultSummaries(logging.Filter):
     def install(self) -> TaskResultSummaries:
         logging.getLogger(TRACE_LOGGER).addFilter(self)
         return self
+
+
+# --- Optuna: a trial asked in one process, reported to from another (digitq.worker.sweep) ---------
+
+
+def optuna_trial_id(trial) -> int:
+    """The storage id of an Optuna trial (Trial or FrozenTrial): `Trial(study, trial_id)` rebuilds
+    a trial that another process asked, and Optuna keeps the id only as the private `_trial_id`."""
+    return int(trial._trial_id)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from celery.exceptions import Ignore
 
 from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled
-from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
+from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_QUEUE, TRAIN_TASK
 from digitq.worker import train_job
 from digitq.worker.compat import TaskResultSummaries, delivery_tag_of
 
@@ -84,6 +84,10 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
     settings, r = ctx.settings, ctx.redis
     limit = settings.max_message_bytes
     summaries = TaskResultSummaries().install()
+    from digitq.worker.sweep import SweepHooks  # a sweep's trials queue the next one (digitq.worker.sweep)
+
+    sweep_hooks = SweepHooks(ctx.broker_url, lambda job_id, payload: app.send_task(
+        TRAIN_TASK, args=[payload], task_id=job_id, queue=TRAIN_QUEUE), settings.result_ttl)
 
     @app.task(bind=True, name=TRAIN_TASK, shared=False, lazy=False, throws=EXPECTED)
     def train_task(self, *args, **kwargs):
@@ -97,7 +101,8 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
 
         tag = delivery_tag_of(self.request.id)
         return _run(self, lambda request: train_job.run_train_job(self.request.id, request, settings, r, report,
-                                                                  owner=ctx.worker_id, delivery_tag=tag),
+                                                                  owner=ctx.worker_id, delivery_tag=tag,
+                                                                  sweep_hooks=sweep_hooks),
                     args, kwargs, limit)
 
     @app.task(bind=True, name=PREDICT_TASK, shared=False, lazy=False, throws=EXPECTED)

@@ -69,7 +69,7 @@ class _Member:
 
 
 def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Settings, report, should_stop,
-             label: str) -> _Member:
+             label: str, extra_callbacks: list | None = None) -> _Member:
     import keras
 
     from digitq.worker import callbacks as cb
@@ -119,6 +119,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     ]
     if should_stop is not None:
         callbacks.append(cb.CancelCallback(should_stop))
+    callbacks += extra_callbacks or []  # e.g. a sweep trial's pruning (digitq.worker.sweep)
     try:
         model.fit(train_ds, validation_data=val_ds, epochs=request.epochs, steps_per_epoch=steps_per_epoch,
                   callbacks=callbacks, shuffle=False, verbose=0)  # the tf.data pipeline shuffles (seeded)
@@ -155,10 +156,12 @@ def train(
     settings: Settings,
     report: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train, evaluate on the test set, save `model.keras` (or K members), and return the result.
 
-    Resumes from `backup/` when an earlier delivery of the same job left one.
+    Resumes from `backup/` when an earlier delivery of the same job left one. `callbacks`: more
+    Keras callbacks for fit (a sweep trial's pruning).
     """
     started = time.time()
     report = report or (lambda meta: None)
@@ -185,7 +188,8 @@ def train(
                 log.info("%s: already trained by an earlier delivery", label)
                 members.append(done)
                 continue
-        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label))
+        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label,
+                                callbacks))
 
     if ds.test is not None and len(ds.test) and all(m.probs is not None for m in members):
         probs = np.mean([m.probs for m in members], axis=0)

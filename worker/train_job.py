@@ -34,20 +34,26 @@ def is_cancelled(r, job_id: str) -> bool:
 
 
 def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owner: str = "worker",
-                  delivery_tag: str | None = None) -> dict:
+                  delivery_tag: str | None = None, sweep_hooks=None) -> dict:
     """Run one training job message and return its TrainResult as a dict.
 
     A job whose result.json exists (a redelivery after it finished) returns that result
     without training again; a cancelled job raises JobCancelled before or during training;
-    a job whose lease another worker holds raises JobAlreadyRunning.
+    a job whose lease another worker holds raises JobAlreadyRunning. A sweep's trial (`sweep` set)
+    trains through digitq.worker.sweep instead (`sweep_hooks`: digitq.worker.sweep.SweepHooks).
     """
     check_job_id(job_id)
     request = TrainRequest.from_dict(payload)
+    body, on_done = _train_and_register, (lambda job_id, data, r: data)
+    if request.sweep is not None:  # --- a sweep's trial: its params, pruning, the next trial ---
+        from digitq.worker.sweep import trial_steps
+
+        body, on_done = trial_steps(request, sweep_hooks)
     folder = job_folder.job_dir(settings, job_id)
     done = job_folder.read_json(folder / "result.json")
     if done is not None:
         log.info("job %s already finished; returning its stored result", job_id)
-        return done
+        return on_done(job_id, done, r)
     if is_cancelled(r, job_id):
         raise JobCancelled("job cancelled before it started")
     with JobLease(r, lease_key(job_id), owner, settings.lease_seconds, delivery_tag) as lease:
@@ -55,8 +61,8 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
             raise JobAlreadyRunning(f"job {job_id} is running on {lease.holder() or 'another worker'}")
         done = job_folder.read_json(folder / "result.json")  # it may have finished meanwhile
         if done is not None:
-            return done
-        return _train_and_register(job_id, request, settings, r, report, owner)
+            return on_done(job_id, done, r)
+        return body(job_id, request, settings, r, report, owner)
 
 
 def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, r, report, owner: str) -> dict:
