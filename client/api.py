@@ -40,6 +40,7 @@ from digitq.common.schemas import (
     check_job_id,
 )
 from digitq.common.settings import Settings, load_settings
+from digitq.common.sweep import sweep_key
 
 if TYPE_CHECKING:
     from digitq.client.predict import Row, _Pipeline
@@ -489,7 +490,7 @@ class Client:
         check_report_output(output)
         if ":" in request.target:
             _refuse_combined(self.show_model(request.target), "report")  # unknown model: fail before queueing
-        elif not self.redis.exists(job_key(request.target)):
+        elif not self.redis.exists(job_key(request.target)) and not self.redis.exists(sweep_key(request.target)):
             try:
                 _refuse_combined(self.show_model(request.target), "report")
             except NoSuchModel:
