@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.console import Group
 from rich.table import Column, Table
 from rich.text import Text
 
@@ -28,12 +29,14 @@ SPACE_HELP = ("NAME=SPEC, repeatable: loguniform:LO:HI, uniform:LO:HI, int:LO:HI
               "or one fixed VALUE. Searchable: " + ", ".join(SEARCHABLE) + " (short: lr, bs, widths, dense).")
 
 
-def trials_table(st, now: float | None = None) -> Table:
-    """One row per trial asked so far; fits 80 columns (long parameter lists are cut with '...')."""
-    t = Table(Column("#", justify="right", no_wrap=True), Column("state", no_wrap=True),
-              Column("epoch", justify="right", no_wrap=True), Column("val acc", justify="right", no_wrap=True),
-              Column("params", overflow="ellipsis", no_wrap=True, max_width=52),
-              box=None, pad_edge=False, title=Text(_title(st)), title_justify="left")
+def trials_table(st, now: float | None = None) -> Group:
+    """A line about the sweep, then one row per trial asked so far; fits 80 columns (long parameter
+    lists are cut with '...'; `*` marks the best trial)."""
+    t = Table(Column("#", justify="right", no_wrap=True, min_width=3), Column("state", no_wrap=True, min_width=10),
+              Column("epoch", justify="right", no_wrap=True, min_width=5),
+              Column("val acc", justify="right", no_wrap=True, min_width=7),
+              Column("params", overflow="ellipsis", no_wrap=True, max_width=44),
+              box=None, pad_edge=False)
     best_slot = (st.best or {}).get("slot")
     for tr in st.trials:
         state = tr.get("state", "queued")
@@ -51,7 +54,7 @@ def trials_table(st, now: float | None = None) -> Table:
         acc = tr.get("val_accuracy")
         t.add_row(str(tr.get("slot")), state + (" *" if tr.get("slot") == best_slot else ""), epoch,
                   pct(acc) if isinstance(acc, (int, float)) and acc == acc else "", short_params(tr.get("params") or {}))
-    return t
+    return Group(Text(_title(st)), t)
 
 
 def _title(st) -> str:
