@@ -68,8 +68,10 @@ def submit(client: Client, request: SweepRequest) -> str:
     pipe = r.pipeline()
     pipe.hset(sweep_key(sweep_id), mapping={"request": json.dumps(request.to_dict()), "state": "running",
                                            "created": now})
+    pipe.expire(sweep_key(sweep_id), ttl)
     pipe.set(asked_key(sweep_id), request.parallel, ex=ttl)
     pipe.zadd(SWEEPS_INDEX_KEY, {sweep_id: now})
+    pipe.zremrangebyscore(SWEEPS_INDEX_KEY, 0, now - ttl)
     pipe.execute()
 
     def enqueue(job_id: str, payload: dict) -> None:

@@ -355,6 +355,7 @@ def enqueue_slot(r, sweep_id: str, req: SweepRequest, slot: int, enqueue: Callab
     pipe = r.pipeline()
     pipe.hsetnx(trials_key(sweep_id), slot, json.dumps({"slot": slot, "job_id": job_id, "state": "queued",
                                                         "params": {}, "queued": now}))
+    pipe.expire(trials_key(sweep_id), ttl)
     pipe.hset(job_key(job_id), mapping={"kind": "train", "name": payload.get("name", "digits"), "submitted": now,
                                         "request": json.dumps(payload)})
     pipe.expire(job_key(job_id), ttl)

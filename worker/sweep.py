@@ -150,7 +150,10 @@ class Sweep:
     def update_trial(self, slot: int, **fields) -> dict:
         """Merge `fields` into slot's record (its one writer is the worker holding its job's lease)."""
         rec = {**self.trial(slot), **fields}
-        self.r.hset(trials_key(self.id), slot, json.dumps(rec))
+        pipe = self.r.pipeline()
+        pipe.hset(trials_key(self.id), slot, json.dumps(rec))
+        pipe.expire(trials_key(self.id), self.hooks.ttl)
+        pipe.execute()
         return rec
 
     def end_trial(self, slot: int, state: str, **fields) -> dict:
@@ -183,6 +186,8 @@ class Sweep:
         ended = [t for s, t in trials.items() if s <= self.request.trials and t.get("state") in FINAL_TRIAL_STATES]
         if len(ended) < self.request.trials or self.cancelled():
             return None
+        for key in self.r.scan_iter(match=journal_prefix(self.id) + ":*", count=500):  # the study's journal
+            self.r.expire(key, self.hooks.ttl)
         complete = [t for t in ended if t["state"] == "complete" and t.get("value") is not None]
         if not complete:
             self.r.hset(sweep_key(self.id), mapping={"state": "failed", "finished": time.time()})
@@ -257,7 +262,7 @@ def pruning_callback(sweep: Sweep, slot: int, trial_info: dict, epochs: int):
             prune = False
             try:
                 trial.report(value, step)
-                prune = step < epochs and trial.should_prune()
+                prune = trial.should_prune() and step < epochs  # asked at the last epoch too: ASHA records its rung
             except Exception as exc:  # the study unreachable: train on, unpruned
                 log.warning("sweep %s trial %s: could not report epoch %d: %s", sweep.id, trial.number, step, exc)
             fields = {"epoch": step, "val_accuracy": value, "curve": curve}

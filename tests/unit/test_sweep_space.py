@@ -115,3 +115,30 @@ def test_optuna_trial_id_rebuilds_a_trial_in_another_process():
     again = optuna.trial.Trial(study, optuna_trial_id(asked))
     again.report(0.5, 1)
     assert again.number == asked.number and study.trials[0].intermediate_values == {1: 0.5}
+
+
+@pytest.mark.parametrize("pruner", ["asha", "hyperband", "median"])
+def test_each_pruner_stops_a_trial_far_behind_the_others(pruner):
+    """digitq.worker.sweep.make_pruner: steps are epochs; a trial well below the others at epoch
+    1 is pruned there, by each of the pruners a user can choose (in-memory study, no Redis)."""
+    optuna = pytest.importorskip("optuna")
+    from digitq.worker.sweep import make_pruner
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    req = make_sweep_request(["lr=loguniform:1e-4:1e-2"], trials=12, parallel=2, pruner=pruner, epochs=9)
+    study = optuna.create_study(direction="maximize", pruner=make_pruner(req),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):  # good trials, run to the end
+        t = study.ask()
+        for epoch in range(1, 10):
+            t.report(0.9 + epoch / 100, epoch)
+            assert not t.should_prune()  # as digitq's callback asks at every epoch (ASHA records its rungs)
+        study.tell(t, 0.99)
+    bad = study.ask()
+    bad.report(0.2, 1)
+    assert bad.should_prune()
+    none = optuna.create_study(direction="maximize",
+                               pruner=make_pruner(make_sweep_request(["lr=uniform:1e-4:1e-2"], pruner="none")))
+    t = none.ask()
+    t.report(0.0, 1)
+    assert not t.should_prune()
