@@ -1,7 +1,7 @@
 """Sweeps with real workers on a real redis-server: pruning, a client that exits, a worker killed
 mid-trial, fair share with a job submitted meanwhile, cancel, and the sweep's report.
 
-Trials are tiny MLPs (2,000 images, 3 epochs) so that 12 of them take well under a minute on two
+Trials are tiny MLPs (1,500 images, 3 epochs) so that 12 of them take well under a minute on two
 workers; timeouts are short (visibility 15 s, lease 5 s) so that a killed worker's trial comes back
 within the test.
 """
@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 FAST_RECOVERY = {"DIGITQ_VISIBILITY_TIMEOUT": "15", "DIGITQ_LEASE_SECONDS": "5"}
 
-RECIPE = ["--arch", "mlp", "--epochs", "3", "--train-size", "2000", "--validation-size", "300", "--test-size", "300",
+RECIPE = ["--arch", "mlp", "--epochs", "3", "--train-size", "1500", "--validation-size", "300", "--test-size", "200",
           "-p", "lr=loguniform:1e-4:3e-2", "-p", "dense=choice:32,64,128", "-p", "bs=choice:32,64"]
 
 
@@ -148,8 +148,7 @@ def test_sweep_prunes_survives_client_exit_and_worker_kill_and_shares_workers(st
 
     killed_trial, pid = wait_for(running_trial, 120, "a running trial")
     victim = next(w for w in stack.workers if w.proc.pid == pid)
-    victim.kill()
-    stack.start("w3")  # a replacement joins while the sweep goes on
+    victim.kill()  # its trial comes back to the queue after the visibility timeout, for the survivor
 
     proc = ok(run_cli(["sweep", "wait", sweep_id, "--json"], stack.env, timeout=400))
     st = json.loads(proc.stdout)
