@@ -16,6 +16,9 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
   (`TaskResultSummaries`).
 - TensorFlow says whether its oneDNN CPU kernels run only through a private module
   (`onednn_enabled`).
+- Optuna keeps a trial's storage id, which `Trial(study, trial_id)` needs in the worker that
+  reports a trial another worker asked, only as `_trial_id` (`optuna_trial_id`;
+  tests/unit/test_sweep_space.py checks it).
 
 Celery's result-backend key format is in digitq.common.celery_keys, where the client can import it.
 Nothing here imports Celery's worker, Keras or TensorFlow until a function is called.
