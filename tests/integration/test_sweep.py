@@ -133,11 +133,21 @@ def test_sweep_prunes_survives_client_exit_and_worker_kill_and_shares_workers(st
     client_proc.send_signal(signal.SIGKILL)  # the client goes away; the sweep goes on
     client_proc.wait()
 
+    # both workers busy with trials and none waiting: the next worker to finish must take the job
+    wait_for(lambda: r.llen("train") == 0 and sum(t["state"] == "running" for t in _trials(stack, sweep_id).values())
+             == 2, 120, "both workers on a trial, none queued")
     single_submitted = time.time()
     single = stack.client.submit_train(TrainRequest(arch="mlp", epochs=1, train_size=1000, validation_size=200,
                                                     test_size=200, name="swsingle"))
-    wait_for(lambda: (stack.home / "jobs" / single / "request.json").exists(), 120, "the single job to start")
-    single_started = (stack.home / "jobs" / single / "request.json").stat().st_mtime
+
+    def single_taken():  # when a worker took the job (its announcement's current job, from Celery's prerun)
+        for key in r.scan_iter(match="digitq:worker:*"):
+            job = (json.loads(r.get(key) or b"{}").get("current_job") or {})
+            if job.get("job_id") == single:
+                return job["since"]
+        return None
+
+    single_started = wait_for(single_taken, 120, "the single job to start", every=0.05)
 
     def running_trial():
         for t in _trials(stack, sweep_id).values():
@@ -174,9 +184,10 @@ def test_sweep_prunes_survives_client_exit_and_worker_kill_and_shares_workers(st
         if t["state"] == "complete":
             assert len(_history(stack.home, t["job_id"])) == 3, t
 
-    # fair share: the first worker to finish its trial took the single job. Only a trial queued in
-    # the same instant as the submit (by a worker that had just ended one) may start in between;
-    # with every trial queued at once, the ten waiting would all have gone first.
+    # fair share: the first worker to finish its trial took the single job. A trial's `started` is
+    # stamped after its worker took it and asked Optuna, so it errs late: only a trial the other
+    # worker took in the same instant may look as if it started in between; with every trial
+    # queued at once, the ten waiting would all have gone first.
     between = [t["slot"] for t in trials.values() if single_submitted < t["started"] < single_started]
     assert len(between) <= 1, f"trials started after the single job was submitted, before it: {between}"
     late = [t for t in trials.values() if t.get("queued", 0) > single_submitted and t["started"] < single_started]
