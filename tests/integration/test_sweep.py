@@ -133,9 +133,12 @@ def test_sweep_prunes_survives_client_exit_and_worker_kill_and_shares_workers(st
     client_proc.send_signal(signal.SIGKILL)  # the client goes away; the sweep goes on
     client_proc.wait()
 
-    # both workers busy with trials and none waiting: the next worker to finish must take the job
-    wait_for(lambda: r.llen("train") == 0 and sum(t["state"] == "running" for t in _trials(stack, sweep_id).values())
-             == 2, 120, "both workers on a trial, none queued")
+    def both_busy_and_more_to_come():  # the next worker to finish must take the job, not one of these
+        trials = _trials(stack, sweep_id).values()
+        return (sum(t["state"] == "running" for t in trials) == 2
+                and 12 - sum(t.get("started") is not None for t in trials) >= 4)
+
+    wait_for(both_busy_and_more_to_come, 120, "both workers on a trial, four or more trials still to start")
     single_submitted = time.time()
     single = stack.client.submit_train(TrainRequest(arch="mlp", epochs=1, train_size=1000, validation_size=200,
                                                     test_size=200, name="swsingle"))
