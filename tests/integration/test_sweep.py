@@ -193,6 +193,9 @@ def test_sweep_prunes_survives_client_exit_and_worker_kill_and_shares_workers(st
     # queued at once, the ten waiting would all have gone first.
     between = [t["slot"] for t in trials.values() if single_submitted < t["started"] < single_started]
     assert len(between) <= 1, f"trials started after the single job was submitted, before it: {between}"
+    took = sorted(t["ended"] - t["started"] for t in trials.values())
+    print(f"fair share: the single job waited {single_started - single_submitted:.1f} s for a worker; trials took "
+          f"{took[0]:.1f}-{took[-1]:.1f} s (median {took[len(took) // 2]:.1f} s)")
     late = [t for t in trials.values() if t.get("queued", 0) > single_submitted and t["started"] < single_started]
     assert not late, f"trials queued after the single job started before it: {late}"
 
