@@ -43,6 +43,7 @@ from digitq.common.schemas import (
 from digitq.common.redis_client import OUT_OF_MEMORY_MESSAGE, eviction_warning, is_out_of_memory, make_redis
 from digitq.common.redis_client import redact as redact
 from digitq.common.settings import Settings, load_settings
+from digitq.common.sweep import sweep_key
 
 if TYPE_CHECKING:
     from digitq.client.predict import Row, _Pipeline
@@ -582,7 +583,7 @@ class Client:
         check_report_output(output)
         if ":" in request.target:
             _refuse_combined(self.show_model(request.target), "report")  # unknown model: fail before queueing
-        elif not self.redis.exists(job_key(request.target)):
+        elif not self.redis.exists(job_key(request.target)) and not self.redis.exists(sweep_key(request.target)):
             try:
                 _refuse_combined(self.show_model(request.target), "report")
             except NoSuchModel:
@@ -593,6 +594,32 @@ class Client:
         folder = Path(output or f"report-{res.job_id}").expanduser()
         paths = write_report_files(res.to_dict(), folder)
         return SavedReport(res.job_id, res.model, str(folder), [p.name for p in paths], res.folder)
+
+    # --- sweeps (digitq.client.sweep) ---------------------------------------------------------------
+    def sweep_submit(self, request) -> str:
+        """Queue a hyperparameter sweep (a digitq.common.sweep.SweepRequest): its first P trials now,
+        each next one when a trial ends; returns the sweep id."""
+        from digitq.client import sweep
+
+        return sweep.submit(self, request)
+
+    def sweep_status(self, sweep_id: str):
+        """A sweep's state and trials (digitq.client.sweep.SweepStatus)."""
+        from digitq.client import sweep
+
+        return sweep.status(self, sweep_id)
+
+    def sweep_wait(self, sweep_id: str, on_update=None, timeout: float | None = None):
+        """Block until the sweep is complete, failed or cancelled; returns its SweepStatus."""
+        from digitq.client import sweep
+
+        return sweep.wait(self, sweep_id, on_update, timeout)
+
+    def sweep_cancel(self, sweep_id: str):
+        """Stop a sweep: queued trials never run, running ones stop within seconds."""
+        from digitq.client import sweep
+
+        return sweep.cancel(self, sweep_id)
 
     # --- the model registry -----------------------------------------------------------------------
     def list_models(self) -> list[dict]:

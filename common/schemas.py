@@ -218,6 +218,8 @@ class TrainRequest(_Validated):
                           doc="Train K models (seeds seed..seed+K-1) as K member jobs spread over the workers; one model averages them.")
     track_test: bool = _spec(False, bool, flag="--track-test",
                              doc="Also score the test set after every epoch (history gets test_accuracy).")
+    # --- sweeps (digitq.common.sweep): set on a sweep's trial jobs only, never by submit-train ---
+    sweep: dict | None = _spec(None, dict, optional=True, doc="A sweep's trial: {id, slot}.")
     precision: str = _spec("float32", str, choices=PRECISIONS,
                            doc="float32, or mixed (mixed_float16 with loss scaling; GPUs only, ignored with a warning on CPUs).")
     jit: bool = _spec(False, bool, flag="--jit", doc="XLA compilation (GPUs only, ignored with a warning on CPUs).")
@@ -225,6 +227,10 @@ class TrainRequest(_Validated):
     def check(self) -> None:
         super().check()
         check_model_name(self.name)
+        if self.sweep is not None:  # a sweep's trial (digitq.common.sweep)
+            from digitq.common.sweep import check_sweep_ref
+
+            check_sweep_ref(self.sweep)
         stages = len(ARCH_DEFAULTS[self.arch]["conv_channels"])
         if self.conv_channels is not None and len(self.conv_channels) != stages:
             if not stages:

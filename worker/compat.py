@@ -22,6 +22,9 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
   exists only in this process and the error ends Celery's consumer; it acks a message with a
   MULTI transaction, which a full Redis refuses whole. `hold_messages_while_full` retries the
   record until Redis has room, and sends an ack's two deletes outside MULTI when full.
+- Optuna keeps a trial's storage id, which `Trial(study, trial_id)` needs in the worker that
+  reports a trial another worker asked, only as `_trial_id` (`optuna_trial_id`;
+  tests/unit/test_sweep_space.py checks it).
 
 Celery's result-backend key format is in digitq.common.celery_keys, where the client can import it.
 Nothing here imports Celery's worker, Keras or TensorFlow until a function is called.
@@ -30,6 +33,7 @@ Nothing here imports Celery's worker, Keras or TensorFlow until a function is ca
 from __future__ import annotations
 
 import logging
+import time
 
 log = logging.getLogger("digitq.worker")
 
@@ -185,3 +189,12 @@ def hold_messages_while_full() -> None:
     append._digitq_original, ack._digitq_original = original, original_ack  # for tests/unit/test_adapters.py
     kombu_redis.QoS.append = append
     kombu_redis.QoS.ack = ack
+
+
+# --- Optuna: a trial asked in one process, reported to from another (digitq.worker.sweep) ---------
+
+
+def optuna_trial_id(trial) -> int:
+    """The storage id of an Optuna trial (Trial or FrozenTrial): `Trial(study, trial_id)` rebuilds
+    a trial that another process asked, and Optuna keeps the id only as the private `_trial_id`."""
+    return int(trial._trial_id)

@@ -507,7 +507,12 @@ def resolve_target(target, settings: Settings, r) -> str | dict:
 def run_report(payload, settings: Settings, r) -> dict:
     """The `digitq.report` task: render a job's report into `<job folder>/report/` and return
     {"job_id", "model", "folder", "files": {name: base64 of the file's bytes}}."""
-    record_or_job = resolve_target(ReportRequest.from_dict(payload).target, settings, r)
+    target = ReportRequest.from_dict(payload).target
+    from digitq.worker.sweep_report import is_sweep, run_sweep_report
+
+    if is_sweep(r, target):  # a sweep's report: digitq.worker.sweep_report
+        return run_sweep_report(target, settings, r)
+    record_or_job = resolve_target(target, settings, r)
     job_id, _ = _job_of(settings, record_or_job)
     folder = job_folder.job_dir(settings, job_id) / REPORT_DIR
     paths = render_report(settings, record_or_job, folder)

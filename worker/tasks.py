@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from celery.exceptions import Ignore, Reject
 
 from digitq.common.errors import DigitqError, InvalidRequest, JobCancelled, JobHandedBack, LeaseLost
+from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_QUEUE, TRAIN_TASK
 from digitq.common.redis_client import is_out_of_memory
-from digitq.common.names import EVALUATE_TASK, LIST_TASK, PREDICT_TASK, REPORT_TASK, TRAIN_TASK
 from digitq.worker import ensemble, train_job
 from digitq.worker.compat import TaskResultSummaries, delivery_tag_of
 
@@ -96,6 +96,10 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
     settings, r = ctx.settings, ctx.redis
     limit = settings.max_message_bytes
     summaries = TaskResultSummaries().install()
+    from digitq.worker.sweep import SweepHooks  # a sweep's trials queue the next one (digitq.worker.sweep)
+
+    sweep_hooks = SweepHooks(ctx.broker_url, lambda job_id, payload: app.send_task(
+        TRAIN_TASK, args=[payload], task_id=job_id, queue=TRAIN_QUEUE), settings.result_ttl)
 
     @app.task(bind=True, name=TRAIN_TASK, shared=False, lazy=False, throws=EXPECTED)
     def train_task(self, *args, **kwargs):
@@ -111,7 +115,7 @@ def register_tasks(app: Celery, ctx: WorkerContext) -> dict:
 
         def train(request, register=True):
             return train_job.run_train_job(self.request.id, request, settings, r, report, owner=ctx.worker_id,
-                                           delivery_tag=tag, register=register)
+                                           delivery_tag=tag, register=register, sweep_hooks=sweep_hooks)
 
         # An ensemble's member (digitq.worker.ensemble): trained like any job, then counted, the next
         # members queued, and the ensemble registered after the last; any other job: train(request).

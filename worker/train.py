@@ -89,7 +89,7 @@ def fit_phases(epoch: int, batch: int, epochs: int, steps_per_epoch: int) -> lis
 
 
 def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Settings, report, should_stop,
-             label: str, commit: Callable[[], None] | None = None) -> _Member:
+             label: str, commit: Callable[[], None] | None = None, extra_callbacks: list | None = None) -> _Member:
     import keras
 
     from digitq.worker import callbacks as cb
@@ -143,6 +143,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
         keras.callbacks.TensorBoard(str(folder / "tensorboard"), write_graph=False, profile_batch=0),
         cb.ProgressCallback(report, request.epochs, steps_per_epoch, global_batch),
     ]
+    callbacks += extra_callbacks or []  # e.g. a sweep trial's pruning (digitq.worker.sweep)
     try:
         for first, offset, steps in fit_phases(resume.epoch, resume.batch, request.epochs, steps_per_epoch):
             for c in callbacks:
@@ -188,6 +189,7 @@ def train(
     report: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     commit: Callable[[], None] | None = None,
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train, evaluate on the test set, save `model.keras` (or K members), and return the result.
 
@@ -195,7 +197,8 @@ def train(
     `should_stop` is called about once a second (True: cancelled; it may raise LeaseLost);
     `commit` right before each backup and each finished file is put in place (the job lease's
     fence check; it raises LeaseLost). Raises JobHandedBack, after a backup, once the worker is
-    asked to stop (digitq.worker.shutdown).
+    asked to stop (digitq.worker.shutdown). `callbacks`: more Keras callbacks for fit (a sweep
+    trial's pruning).
     """
     started = time.time()
     report = report or (lambda meta: None)
@@ -222,7 +225,8 @@ def train(
                 log.info("%s: already trained by an earlier delivery", label)
                 members.append(done)
                 continue
-        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label, commit))
+        members.append(_fit_one(member_req, member_folder, ds, settings, member_report, should_stop, label,
+                                commit, callbacks))
 
     if ds.test is not None and len(ds.test) and all(m.probs is not None for m in members):
         probs = np.mean([m.probs for m in members], axis=0)

@@ -8,13 +8,14 @@ which tests replace), and formats what it returns (`output`). A command's docstr
     predict  predict, evaluate, report
     ops      workers, logs, tensorboard
     models   models list|show|promote|delete|combine|export
+    sweep    sweep; sweep status|wait|cancel
 """
 
 from __future__ import annotations
 
 import typer
 
-from digitq.client.cli import local, models, ops, predict, train
+from digitq.client.cli import local, models, ops, predict, sweep, train
 
 app = typer.Typer(
     name="digitq",
@@ -31,6 +32,7 @@ app.add_typer(predict.app)
 app.add_typer(ops.app)
 app.add_typer(local.app, name="local")
 app.add_typer(models.app, name="models")
+app.add_typer(sweep.app, name="sweep")
 
 
 def main() -> None:

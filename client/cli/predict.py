@@ -143,7 +143,7 @@ def confusion_table(res) -> Table:
 @app.command()
 @friendly_errors
 def report(
-    target: Annotated[str, typer.Argument(help="A training job id, or a model NAME[:VERSION] (its training job).")],
+    target: Annotated[str, typer.Argument(help="A training job id, a model NAME[:VERSION] (its training job), or a sweep id.")],
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Folder to write the files to. [default: report-<job id>]")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object: job, model, files written.")] = False,
@@ -153,6 +153,8 @@ def report(
 
     A worker draws them (predict queue) into the job's folder on the shared volume, report/,
     and sends them back, so they are written to -o DIR here without the volume mounted.
+    A sweep's report: curves.png (every trial's validation accuracy per epoch), params.png
+    (accuracy against each searched option) and summary.md (a table of the trials).
     """
     from digitq.client.report import check_report_output
 

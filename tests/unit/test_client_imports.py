@@ -4,7 +4,7 @@ Keras, matplotlib or digitq.worker, and that importing it starts nothing."""
 import subprocess
 import sys
 
-FORBIDDEN = ("tensorflow", "keras", "matplotlib")
+FORBIDDEN = ("tensorflow", "keras", "matplotlib", "optuna")  # optuna: sweeps replay its journal on workers only
 
 
 def test_the_client_never_imports_tensorflow_or_the_worker():
@@ -16,10 +16,12 @@ def test_the_client_never_imports_tensorflow_or_the_worker():
         "import numpy as np\n"
         "import digitq.client.cli, digitq.client.api, digitq.client.predict, digitq.client.report\n"
         "import digitq.client.gallery, digitq.client.progress, digitq.common.images, digitq.common.registry\n"
-        "import digitq.common.stack, digitq.common.schemas\n"
+        "import digitq.common.stack, digitq.common.schemas, digitq.client.sweep, digitq.common.sweep\n"
         "assert threading.active_count() == 1, 'a thread started at import'\n"
         "from typer.testing import CliRunner\n"
         "r = CliRunner().invoke(digitq.client.cli.app, ['submit-train', '--arch', 'nope'])\n"
+        "assert r.exit_code == 2, r.output\n"
+        "r = CliRunner().invoke(digitq.client.cli.app, ['sweep', '-p', 'seed=int:1:2'])\n"
         "assert r.exit_code == 2, r.output\n"
         "from digitq.client.gallery import ContactSheet\n"
         "s = ContactSheet(); s.add(np.zeros((28, 28), np.uint8), 'a', 1, 0.5, None); s.render()\n"
