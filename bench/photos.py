@@ -197,7 +197,7 @@ def render(digit: np.ndarray, style: Style, seed: int) -> tuple[bytes, str]:
             frame = (int(digit_px * margin * rng.uniform(0.9, 1.1)), int(digit_px * margin * rng.uniform(0.9, 1.1)))
         else:  # a row: the same margins, and room above and below for the tilt of its ends
             frame = (int(digit_px * (margin + 0.3 * aspect) * rng.uniform(0.9, 1.1)),
-                     int(digit_px * (margin + aspect - 1) * rng.uniform(0.9, 1.1)))
+                     int(digit_px * (aspect + (margin - 1) * rng.uniform(0.9, 1.1))))
     digit_w = int(round(digit_px * aspect))
     h, w = frame
     pen_px = digit_px * rng.uniform(*style.pen)

@@ -243,7 +243,7 @@ def render_unsure(root: Path, images: np.ndarray, labels: np.ndarray, n_photos: 
         (root / "fashion").mkdir()
         with gzip.open(fashion / "t10k-images-idx3-ubyte.gz") as f:
             items = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
-        for i in range(min(len(items), 5 * n_other)):
+        for i in range(FASHION_FROM, min(len(items), FASHION_FROM + 5 * n_other)):
             Image.fromarray(255 - items[i]).save(root / "fashion" / f"{i:05d}.png")
         sets.append("fashion")
     else:
@@ -252,7 +252,11 @@ def render_unsure(root: Path, images: np.ndarray, labels: np.ndarray, n_photos: 
     return sets
 
 
-SETTINGS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85)
+SETTINGS = (0.0, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85)
+
+FASHION_FROM = 5000
+"""The first Fashion-MNIST test item used: items 0-1499 (and the noise and drawings of seed 0)
+chose the shape test's features (digitq.common.doubt), so the benchmark reports others."""
 
 
 def run_unsure(args) -> None:
@@ -331,7 +335,7 @@ def main(argv=None) -> None:
         p.add_argument("--model", default="digits")
         p.add_argument("--out", default=str(REPO / "bench" / "results" / "numbers"))
         p.add_argument("--images", default=None, help="where the images go (default $DIGITQ_HOME/numbers-bench)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=1)
         p.add_argument("--reuse", action="store_true", help="use the images already rendered")
     sub.choices["numbers"].add_argument("-n", type=int, default=200, help="numbers per length and kind")
     sub.choices["unsure"].add_argument("--n-photos", type=int, default=100, help="photos per style")
