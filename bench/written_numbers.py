@@ -2,8 +2,8 @@
 """Written numbers and the unsure flag: `digitq predict --number` and `--min-confidence`, measured.
 
 numbers: numbers of 1 to 8 digits made from MNIST *test* digits, written side by side at MNIST's
-scale with varied spacing (2-8 px, and about one gap in five overlapping by 1-3 px, so that those
-digits touch or nearly), baseline drift (a slope and a wobble of the digits' heights), as clean
+scale with varied spacing (2-8 px, and one gap in ten overlapping by 1-2 px, so that those digits
+touch or nearly), baseline drift (a slope and a wobble of the digits' heights), as clean
 images (dark on white PNGs) and as photos (bench/photos.py's renderer: paper, pen, light, tilt,
 blur, JPEG; the nine styles other than small-on-page in turn). Reports the share of numbers read
 entirely right, by length, through `digitq predict --number --recursive --format json`.
@@ -47,8 +47,9 @@ import photos  # noqa: E402  (bench/photos.py: the renderer and the MNIST test l
 REPO = Path(__file__).resolve().parents[1]
 
 LENGTHS = tuple(range(1, 9))
-TOUCH = 0.2
-"""Chance that a gap between two digits is an overlap of 1-3 px (the digits touch or nearly)."""
+TOUCH = 0.1
+"""Chance that a gap between two digits is an overlap of 1-2 px (the digits touch or nearly): about
+a quarter of 4-digit numbers hold such a pair."""
 
 NUMBER_STYLES = tuple(s for s in photos.STYLES if s.photo and not s.small_on_page)
 
@@ -66,7 +67,7 @@ def compose(digits: list[np.ndarray], rng: np.random.Generator) -> tuple[np.ndar
     gaps, touching = [], False
     for _ in crops[1:]:
         if rng.random() < TOUCH:
-            gaps.append(-int(rng.integers(1, 4)))
+            gaps.append(-int(rng.integers(1, 3)))
             touching = True
         else:
             gaps.append(int(rng.integers(2, 9)))

@@ -50,16 +50,24 @@ PIECE_HEIGHT = 0.5
 """A piece less than this share of the row's digit height tall (a five's bar, a stroke's broken
 end) joins the glyph nearest to it."""
 
-SPLIT_FROM = 0.9
+SPLIT_FROM = 0.7
 """A glyph wider than this many times the row's digit height may hold touching digits: it is
 also read cut in pieces, and the model's confidences choose (digitq.client.numbers)."""
+
+PAIR_CUTS = 3
+"""Candidate cuts of a glyph read as two touching digits (the deepest valleys of its ink)."""
+
+PAIR_SPAN = 0.2
+"""A touching pair's cut lies at least this share of the glyph's width from either end."""
 
 MAX_PIECES = 4
 """Most touching digits one glyph is read as."""
 
 WIDE = 1.15
-"""A glyph wider than this many times the row's digit height is likelier to hold touching digits
-than one: its readings start with round(width / DIGIT_WIDTH x height) pieces."""
+"""A glyph wider than this many times the row's digit height (the median glyph's) holds touching
+digits, unless it is all the row holds: its readings start with round(width / DIGIT_WIDTH x
+height) pieces, and one digit is not among them (the model reads a squeezed pair confidently as
+one digit). Handwritten digits are rarely wider than tall; MNIST's fit a 20x20 box."""
 
 DIGIT_WIDTH = 0.7
 """A digit's expected width, as a share of the row's digit height: how many digits a wide glyph
@@ -117,10 +125,10 @@ def split_row(crop: np.ndarray) -> list[list[list[np.ndarray]]]:
         levels = np.where(cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0, ink[:, left:right], 0)
         levels = np.where(near[:, left:right], levels, 0)
         readings = []
-        for cuts in _readings(mask & (binary[:, left:right] > 0), height):
+        for cuts in _readings(mask & (binary[:, left:right] > 0), height, alone=len(glyphs) == 1):
             pieces = [_trim(levels[:, start:stop], INK_LEVEL * peak) for start, stop in cuts]
             pieces = [p for p in pieces if p is not None]
-            if pieces and all(len(pieces) != len(r) for r in readings):
+            if pieces:
                 readings.append(pieces)
         if readings:
             found.append(readings)
@@ -179,7 +187,7 @@ def _belong_together(a: list, b: list, height: int) -> bool:
     return overlap > 0 and overlap >= OVERLAP * min(a[1] - a[0], b[1] - b[0])
 
 
-def _readings(mask: np.ndarray, height: int) -> list[list[tuple[int, int]]]:
+def _readings(mask: np.ndarray, height: int, alone: bool = False) -> list[list[tuple[int, int]]]:
     """The ways to read one glyph (its mask, bool 2-D, its columns only): lists of column ranges
     [start, stop), the likeliest by width first. A glyph up to SPLIT_FROM x `height` wide is one
     digit; a wider one may be 1 to MAX_PIECES touching digits, each cut at the columns with least
@@ -189,8 +197,34 @@ def _readings(mask: np.ndarray, height: int) -> list[list[tuple[int, int]]]:
         return [[(0, width)]]
     likely = max(1, int(round(width / (DIGIT_WIDTH * height)))) if width > WIDE * height else 1
     counts = sorted(range(1, min(MAX_PIECES, likely + 1) + 1), key=lambda n: (abs(n - likely), n))
+    if width > WIDE * height and not alone:  # beside other digits, one this wide is touching digits
+        counts.remove(1)
     projection = np.convolve(mask.sum(axis=0).astype(np.float64), np.ones(3) / 3, mode="same")
-    return [_cuts(projection, n) for n in counts]
+    readings = []
+    for n in counts:
+        if n == 2:  # a touching pair: each of the deepest valleys of the ink is a candidate cut
+            readings += [[(0, c), (c, width)] for c in _valleys(projection)]
+        cuts = _cuts(projection, n)
+        if cuts not in readings:
+            readings.append(cuts)
+    return readings
+
+
+def _valleys(projection: np.ndarray) -> list[int]:
+    """Up to PAIR_CUTS columns where a touching pair may be cut: the local minima of the ink per
+    column between PAIR_SPAN of the glyph's width from either end, least ink first, at least 2
+    columns apart."""
+    width = len(projection)
+    low, high = int(PAIR_SPAN * width), int((1 - PAIR_SPAN) * width) + 1
+    inner = np.arange(max(low, 1), min(high, width - 1))
+    minima = [int(c) for c in inner if projection[c] <= projection[c - 1] and projection[c] <= projection[c + 1]]
+    chosen: list[int] = []
+    for c in sorted(minima, key=lambda c: (projection[c], abs(c - width / 2))):
+        if all(abs(c - o) >= 2 for o in chosen):
+            chosen.append(c)
+        if len(chosen) == PAIR_CUTS:
+            break
+    return chosen
 
 
 def _cuts(projection: np.ndarray, n: int) -> list[tuple[int, int]]:
