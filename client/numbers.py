@@ -19,6 +19,13 @@ from digitq.common.doubt import BLANK, NOT_A_NUMBER, NOT_ONE_DIGIT, UNSURE
 from digitq.common.errors import ImageError, InvalidRequest
 from digitq.common.numbers import MAX_DIGITS
 
+MAX_CANDIDATES = 100
+"""Most candidate digits one file sends (its glyphs' readings): a row of 20 glyphs read one way
+each is 20 to 80. Beyond it only each glyph's likeliest reading is sent."""
+
+FILES_PER_CHUNK = 5000 // MAX_CANDIDATES
+"""Files per predict task with --number (a task carries at most 5,000 digits)."""
+
 NUMBER_COLUMNS = ["path", "number", "confidence", "digit_confidences", "flag", "error"]
 """A --number row's columns: the number as a string (leading zeros kept), the whole number's
 confidence, each digit's (space-separated in CSV, a list in JSON), its flag, its error."""
@@ -85,6 +92,8 @@ def preprocess_numbers(folder: Path, paths: list[Path]) -> tuple[list, list, byt
             names.append((name, None, 0, 0))
             errors.append(str(exc))
             continue
+        if sum(len(stack) for readings in glyphs for stack in readings) > MAX_CANDIDATES:
+            glyphs = [readings[:1] for readings in glyphs]  # at most SPLIT_LIMIT x MAX_PIECES digits
         for g, readings in enumerate(glyphs):
             for r, stack in enumerate(readings):
                 names.extend((name, g, r, k) for k in range(len(stack)))

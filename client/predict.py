@@ -316,6 +316,10 @@ class _Pipeline:
         queue together), or PREPARE_AHEAD when they are preprocessed here."""
         self.files = files
         self.window = window
+        if self.number:  # a file is up to MAX_CANDIDATES digits: a chunk stays within a task's limit
+            from digitq.client.numbers import FILES_PER_CHUNK
+
+            chunk_size = min(chunk_size, FILES_PER_CHUNK)
         self.chunks = (files[i:i + chunk_size] for i in range(0, len(files), chunk_size))
         for part in itertools.islice(self.chunks, window if self.remote else max(window, PREPARE_AHEAD)):
             self.add(part)

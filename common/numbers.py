@@ -46,6 +46,10 @@ OVERLAP = 0.8
 (strokes of one digit over one another). Neighbouring digits, even slanted or touching, overlap
 less."""
 
+STACKED = 0.4
+"""Two glyphs whose columns overlap by this share of the narrower one's, one above the other
+(their rows overlapping by under a quarter of the shorter's), are the pieces of one digit."""
+
 PIECE_HEIGHT = 0.5
 """A piece less than this share of the row's digit height tall (a five's bar, a stroke's broken
 end) joins the glyph nearest to it."""
@@ -184,7 +188,14 @@ def _belong_together(a: list, b: list, height: int) -> bool:
     """Whether two glyphs ([left, right, top, bottom, labels]) are parts of one digit: their
     columns overlap by OVERLAP of the narrower one's."""
     overlap = min(a[1], b[1]) - max(a[0], b[0])
-    return overlap > 0 and overlap >= OVERLAP * min(a[1] - a[0], b[1] - b[0])
+    if overlap <= 0:
+        return False
+    narrower = min(a[1] - a[0], b[1] - b[0])
+    if overlap >= OVERLAP * narrower:
+        return True
+    # a digit broken across (a grid line erased through a nine's stem): pieces one above the other
+    rows = min(a[3], b[3]) - max(a[2], b[2])
+    return overlap >= STACKED * narrower and rows < 0.25 * min(a[3] - a[2], b[3] - b[2])
 
 
 def _readings(mask: np.ndarray, height: int, alone: bool = False) -> list[list[tuple[int, int]]]:

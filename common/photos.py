@@ -331,8 +331,9 @@ def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float, row: bo
     clusters that look like a line (long and thin) or like the edge of a page or a shadow
     (along two sides of the frame) counting less. In it, specks under MIN_PIECE of its largest
     piece are dropped. ImageError if there is none, or if the best is too small to be a digit.
-    With `row`, clusters beside the digit join it instead: overlapping its rows and within
-    ROW_GAP of its height from the row's ends, the row at most 1.5x the digit's height tall.
+    With `row`, clusters beside the digit join it instead: within ROW_GAP of its height from the
+    row's ends, at most 1.5x its height tall, their rows overlapping their nearest member's by 30%
+    (a slanting row of digits stays whole).
     """
     c = cv2()
     height, width = mask.shape
@@ -379,13 +380,14 @@ def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float, row: bo
         margin = NEAR * size
         for i in list(others):
             pl, pt, pw, ph = (int(v) for v in boxes[i])
-            if row:
+            if row:  # beside the row's end, as tall as its digits, level with its nearest one
                 reach = ROW_GAP * h
-                if pt > box[1] or pt + ph < box[0] or pl > box[3] + reach or pl + pw < box[2] - reach:
+                if ph > 1.5 * h or pl > box[3] + reach or pl + pw < box[2] - reach:
+                    continue
+                nl, nt, nw, nh = min((boxes[j] for j in chosen), key=lambda b: max(b[0] - (pl + pw), pl - (b[0] + b[2]), 0))
+                if min(pt + ph, nt + nh) - max(pt, nt) < 0.3 * min(ph, nh):
                     continue
                 grown_box = [min(box[0], pt), max(box[1], pt + ph), min(box[2], pl), max(box[3], pl + pw)]
-                if grown_box[1] - grown_box[0] > 1.5 * h:
-                    continue
                 box, changed = grown_box, True
                 chosen.append(i)
                 others.remove(i)
