@@ -120,7 +120,9 @@ def split_row(crop: np.ndarray) -> list[list[list[np.ndarray]]]:
     # 2. glyphs over one another are one digit; a short piece joins its nearest neighbour
     glyphs = _merge(glyphs, height)
     tall = sorted(g[3] - g[2] for g in glyphs)
-    height = max(tall[len(tall) // 2], 1)  # the row's digit height: the median glyph's
+    # The row's digit height: its tallest glyph's, up to 1.25x the median's (a wide digit is
+    # shorter, in MNIST's 20x20 box as on paper; a glyph much taller than the rest is no guide).
+    height = max(min(tall[-1], 1.25 * tall[len(tall) // 2]), 1)
     # 3. and 4. wide glyphs get readings cut in pieces; every piece is cropped to its own ink
     near = cv2.dilate(binary, np.ones((3, 3), np.uint8)) > 0  # the anti-aliased edge beside the ink
     found: list[list[list[np.ndarray]]] = []
