@@ -1,15 +1,18 @@
 """Written numbers: an image holding a row of 1 to MAX_DIGITS digits ("2026" on a form or a
 photo), split into MNIST digits, left to right, for the same model as single digits.
 
-    digits = load_number(path)          # uint8 [k, 28, 28], one per digit, left to right
+    glyphs = load_number(path)   # per glyph, its readings: uint8 [k, 28, 28], k digits each
 
 The row's ink is found as a single digit's is (`images.ink_crop(row=True)`: the clean path, or
 the photo clean-up keeping the clusters beside the largest one), then split by `split_row`:
   1. connected components of the ink (at INK_LEVEL of its peak); specks go;
-  2. pieces over one another (a five's bar, a broken stroke) become one glyph;
-  3. a glyph wider than WIDE x the row's digit height holds touching digits: it is cut into
-     round(width / (DIGIT_WIDTH x height)) pieces, each cut at the column with the least ink
-     near its even position (touching digits meet in a thin bridge);
+  2. pieces over one another (a five's bar) or one above the other (a stem cut by an erased
+     grid line) become one glyph; short pieces join their nearest neighbour;
+  3. a glyph wider than SPLIT_FROM x the row's digit height may hold touching digits: besides
+     reading it whole, it is read cut in 2 (at each of its deepest ink valleys) up to
+     MAX_PIECES pieces (at the columns with least ink near their even positions); beside other
+     digits, one wider than WIDE x the height is never read whole. The model's confidences
+     choose among the readings (digitq.client.numbers);
   4. each piece, cropped to its own ink, becomes an MNIST digit exactly as a single digit does
      (`images.digit_from_crop`: stroke width, 20-px box, centre of mass).
 Never imports TensorFlow.
