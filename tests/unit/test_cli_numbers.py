@@ -98,3 +98,38 @@ def test_the_flag_column_sits_after_the_confidence():
     assert Row("x.png", probs(3, 0.45), None, flag="unsure").values()[:5] == ["x.png", 3, 0.45, "unsure", ""]
     assert Row("b.png", None, None, flag="blank").values()[:5] == ["b.png", "", "", "blank", ""]
     assert Row("b.png", None, None, flag="blank").classified
+
+
+def test_the_pipeline_flags_a_blank_page_and_splits_a_number(tmp_path):
+    """predict_folder with the stand-in queue of test_predict_client: a blank page is a row flagged
+    `blank` (no error), a file that is no image stays an error, and with number=True a row of three
+    strokes apart comes back as one row of three digits."""
+    import numpy as np
+    from PIL import Image
+
+    from digitq.client.predict import predict_folder
+    from tests.unit.test_predict_client import FakeClient
+
+    Image.new("L", (120, 80), 250).save(tmp_path / "a-blank.png")
+    digit = np.full((28, 28), 255, np.uint8)
+    digit[4:24, 12:16] = 0
+    Image.fromarray(digit).save(tmp_path / "b-one.png")
+    (tmp_path / "c-notes.png").write_text("not an image")
+    row = np.full((40, 90), 255, np.uint8)
+    for x in (10, 40, 70):
+        row[8:32, x : x + 4] = 0
+    Image.fromarray(row).save(tmp_path / "d-111.png")
+
+    rows = {r.path: r for r in predict_folder(FakeClient(), str(tmp_path), "digits", batch_id="b", processes=1,
+                                              min_confidence=0.5)}
+    assert rows["a-blank.png"].flag == "blank" and rows["a-blank.png"].error is None
+    assert rows["a-blank.png"].probs is None and rows["a-blank.png"].classified
+    assert "not an image" in rows["c-notes.png"].error and not rows["c-notes.png"].classified
+    assert rows["b-one.png"].flag == "unsure"  # the stand-in's probabilities are all 0.1 or less
+
+    numbers = list(compose_numbers(predict_folder(FakeClient(), str(tmp_path), "digits", batch_id="n", processes=1,
+                                                  number=True)))
+    got = {n.path: n for n in numbers}
+    assert [n.path for n in numbers] == ["a-blank.png", "b-one.png", "c-notes.png", "d-111.png"]
+    assert got["a-blank.png"].flag == "blank" and got["c-notes.png"].error
+    assert len(got["d-111.png"].number) == 3 and len(got["b-one.png"].number) == 1
