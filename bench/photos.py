@@ -98,18 +98,20 @@ def load_mnist_test(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 # --- rendering ------------------------------------------------------------------------------
 
 
-def pen_stroke(digit: np.ndarray, height: int, pen_px: float) -> np.ndarray:
+def pen_stroke(digit: np.ndarray, height: int, pen_px: float, width: int | None = None) -> np.ndarray:
     """The digit as a pen of `pen_px` pixels would write it `height` pixels tall: float32 coverage
-    0..1 of a (height x height) page patch, anti-aliased (drawn at 2x and averaged down)."""
+    0..1 of a (height x width) page patch (width: height, for a square digit), anti-aliased (drawn
+    at 2x and averaged down). A wide image (a row of digits, bench/numbers.py) keeps its shape."""
+    width = height if width is None else width
     big = 2 * height
-    enlarged = cv2.resize(digit.astype(np.float32) / 255, (big, big), interpolation=cv2.INTER_CUBIC)
+    enlarged = cv2.resize(digit.astype(np.float32) / 255, (2 * width, big), interpolation=cv2.INTER_CUBIC)
     skeleton = skeletonize(enlarged > 0.5).astype(np.uint8)
     radius = max(pen_px, 0.5)  # at 2x scale: diameter 2 * pen_px
     size = 2 * int(np.ceil(radius)) + 1
     yy, xx = np.mgrid[:size, :size] - size // 2
     disk = ((xx**2 + yy**2) <= radius**2 + 0.25).astype(np.uint8)
     stroke = cv2.dilate(skeleton, disk).astype(np.float32)
-    return cv2.resize(stroke, (height, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(stroke, (width, height), interpolation=cv2.INTER_AREA)
 
 
 def _paper(rng: np.random.Generator, shape: tuple[int, int], style: Style, digit_px: int) -> np.ndarray:
@@ -181,24 +183,31 @@ def _warp(rng: np.random.Generator, page: np.ndarray, degrees: float, tilt: floa
 
 
 def render(digit: np.ndarray, style: Style, seed: int) -> tuple[bytes, str]:
-    """One photo or scan of `digit` (an MNIST test image): (the file's bytes, its extension)."""
+    """One photo or scan of `digit` (an MNIST test image, or a wider row of them: it keeps its
+    aspect ratio): (the file's bytes, its extension)."""
     rng = np.random.default_rng(seed)
+    aspect = digit.shape[1] / digit.shape[0]
     if style.small_on_page:
         frame = (int(rng.integers(800, 1000)), int(rng.integers(1000, 1300)))
         digit_px = int(rng.integers(60, 110))
     else:
         digit_px = int(rng.integers(70, 260)) if style.photo else int(rng.integers(50, 200))
         margin = rng.uniform(1.25, 2.2) if style.photo else rng.uniform(1.15, 1.6)
-        frame = (int(digit_px * margin * rng.uniform(0.9, 1.1)), int(digit_px * margin * rng.uniform(0.9, 1.1)))
+        if aspect == 1:
+            frame = (int(digit_px * margin * rng.uniform(0.9, 1.1)), int(digit_px * margin * rng.uniform(0.9, 1.1)))
+        else:  # a row: the same margins, and room above and below for the tilt of its ends
+            frame = (int(digit_px * (margin + 0.3 * aspect) * rng.uniform(0.9, 1.1)),
+                     int(digit_px * (aspect + (margin - 1) * rng.uniform(0.9, 1.1))))
+    digit_w = int(round(digit_px * aspect))
     h, w = frame
     pen_px = digit_px * rng.uniform(*style.pen)
-    coverage = pen_stroke(digit, digit_px, pen_px)
+    coverage = pen_stroke(digit, digit_px, pen_px, digit_w)
     inside = digit_px // 3  # a photographer keeps the digit inside the frame
     top = int(rng.integers(inside, h - digit_px - inside + 1)) if style.small_on_page else (h - digit_px) // 2 + int(rng.integers(-h // 12, h // 12 + 1))
-    left = int(rng.integers(inside, w - digit_px - inside + 1)) if style.small_on_page else (w - digit_px) // 2 + int(rng.integers(-w // 12, w // 12 + 1))
-    top, left = min(max(top, 0), h - digit_px), min(max(left, 0), w - digit_px)
+    left = int(rng.integers(inside, w - digit_w - inside + 1)) if style.small_on_page else (w - digit_w) // 2 + int(rng.integers(-w // 12, w // 12 + 1))
+    top, left = min(max(top, 0), h - digit_px), min(max(left, 0), w - digit_w)
     mask = np.zeros((h, w), np.float32)
-    mask[top : top + digit_px, left : left + digit_px] = coverage
+    mask[top : top + digit_px, left : left + digit_w] = coverage
     if style.ink == "pencil":  # graphite skips over the paper's grain
         grain = cv2.GaussianBlur(rng.uniform(0.55, 1.0, (h, w)).astype(np.float32), (0, 0), 0.8)
         mask *= np.clip(grain * 1.3, 0, 1)

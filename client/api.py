@@ -498,18 +498,27 @@ class Client:
     # --- predict, evaluate, report ------------------------------------------------------------
     def predict_rows(self, folder: str, model: str = "digits", **options) -> Iterator[Row]:
         """A Row per file of `folder`, in sorted file order, as the chunks' results arrive; the
-        options are digitq.client.predict.predict_folder's."""
+        options are digitq.client.predict.predict_folder's. With number=True, a
+        digitq.client.numbers.NumberRow per file instead."""
         from digitq.client.predict import predict_folder
 
+        if options.get("number"):
+            from digitq.client.numbers import compose_numbers
+
+            return compose_numbers(predict_folder(self, folder, model, **options))
         return predict_folder(self, folder, model, **options)
 
     def predict(self, folder: str, model: str = "digits", output: str = "predictions.csv", fmt: str = "csv", *,
                 recursive: bool = False, remote: bool = False, chunk_size: int | None = None, processes: int = 0,
                 gallery: str | None = None, prefetch: _Pipeline | None = None,
                 on_total: Callable[[int], None] | None = None,
-                on_row: Callable[[int], None] | None = None) -> PredictSummary:
+                on_row: Callable[[int], None] | None = None, number: bool = False,
+                min_confidence: float | None = None) -> PredictSummary:
         """Classify every image in `folder` and write one row per file to `output` (csv, or json
         lines; "-" for stdout), whole or not at all; with `gallery`, also a contact sheet PNG.
+        With `number`, each image holds a number (1 to 10 digits): its row gives the number
+        (digitq.client.numbers). Rows are flagged (digitq.common.doubt): `unsure` under
+        `min_confidence` (default DEFAULT_MIN_CONFIDENCE).
 
         The run is a job in `digitq jobs`, its summary the job's result. `processes` preprocess the
         images here (0: one per core, at most 4); `prefetch` is what
@@ -518,10 +527,15 @@ class Client:
         """
         from digitq.client.predict import DEFAULT_CHUNK, RowWriter, check_predict_options
 
+        from digitq.client.numbers import NUMBER_COLUMNS, check_number_options
+        from digitq.common.doubt import DEFAULT_MIN_CONFIDENCE
+
         chunk_size = DEFAULT_CHUNK if chunk_size is None else chunk_size
+        min_confidence = DEFAULT_MIN_CONFIDENCE if min_confidence is None else min_confidence
         try:
             check_predict_options(output, fmt, gallery, remote, chunk_size, processes)
-            writer = RowWriter(output, fmt)
+            check_number_options(number, min_confidence, gallery, remote)
+            writer = RowWriter(output, fmt, NUMBER_COLUMNS) if number else RowWriter(output, fmt)
         except BaseException:
             if prefetch is not None:
                 prefetch.close()
@@ -538,7 +552,8 @@ class Client:
         try:
             rows = self.predict_rows(folder, model, recursive=recursive, chunk_size=chunk_size, remote=remote,
                                      on_total=on_total, batch_id=batch_id, processes=processes,
-                                     keep_pixels=sheet is not None, prefetch=prefetch, on_model=used.update)
+                                     keep_pixels=sheet is not None, prefetch=prefetch, on_model=used.update,
+                                     number=number, min_confidence=min_confidence)
             for row in rows:
                 writer.write(row)
                 if sheet is not None:
@@ -551,7 +566,7 @@ class Client:
             summary = PredictSummary(job_id=batch_id, classified=writer.classified, failed=writer.failed, output=output,
                                      seconds=round(seconds, 3),
                                      images_per_second=round((writer.classified + writer.failed) / seconds, 1),
-                                     model=used.get("model"))
+                                     model=used.get("model"), flagged=writer.flagged)
             if sheet is not None and len(sheet):
                 try:
                     summary.gallery = str(sheet.save(Path(gallery).expanduser()))

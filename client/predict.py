@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from digitq.common.errors import DigitqError, ImageError, InvalidRequest, JobVanished
 from digitq.common.celery_keys import task_meta_key
+from digitq.common.doubt import BLANK, DEFAULT_MIN_CONFIDENCE, flag_for, is_blank_message
+from digitq.common.errors import DigitqError, ImageError, InvalidRequest, JobVanished
 from digitq.common.folders import iter_image_files
 from digitq.common.names import LIST_TASK, PREDICT_QUEUE, PREDICT_TASK, job_key, pixels_key
 from digitq.common.schemas import ListRequest, ListResult, PredictResult
@@ -46,7 +47,8 @@ PREPROCESS_NICENESS = 5
 PIXELS_GRACE = 300
 """Seconds a chunk's pixels outlive the client's wait for its result (then Redis drops them)."""
 
-CSV_COLUMNS = ["path", "digit", "confidence", "error"] + [f"p{d}" for d in range(10)]
+CSV_COLUMNS = ["path", "digit", "confidence", "flag", "error"] + [f"p{d}" for d in range(10)]
+"""A row's columns; `flag` is one of digitq.common.doubt.FLAGS or empty."""
 
 
 @dataclass
@@ -55,17 +57,25 @@ class Row:
     probs: list | None
     error: str | None
     pixels: np.ndarray | None = None  # the preprocessed 28 x 28 digit, only with keep_pixels (--gallery)
+    flag: str = ""  # digitq.common.doubt's verdict: "", blank, not-one-digit, unsure
+
+    columns = CSV_COLUMNS
+
+    @property
+    def classified(self) -> bool:
+        """A prediction, or a blank image (no prediction; flagged blank): not a failed file."""
+        return self.probs is not None or self.flag == BLANK
 
     def values(self) -> list:
         """The CSV_COLUMNS values in order ("" where there is none), as the CSV writes them."""
         if self.probs is None:
-            return [self.path, "", "", self.error or ""] + [""] * 10
+            return [self.path, "", "", self.flag, self.error or ""] + [""] * 10
         probs = [round(float(self.probs[i]), 6) for i in range(10)]
         digit = _argmax(self.probs)
-        return [self.path, digit, probs[digit], self.error or ""] + probs
+        return [self.path, digit, probs[digit], self.flag, self.error or ""] + probs
 
     def as_dict(self) -> dict:
-        return dict(zip(CSV_COLUMNS, self.values()))
+        return dict(zip(self.columns, self.values()))
 
 
 def _argmax(values: list) -> int:
@@ -78,8 +88,13 @@ def _argmax(values: list) -> int:
     return values.index(max(values))  # the first of equal maxima, as np.argmax
 
 
-def _preprocess_chunk(folder: Path, paths: list[Path]) -> tuple[list[str], list, bytes, int]:
-    """Relative names, per-file errors (None when fine), packed pixels of the good ones, their count."""
+def _preprocess_chunk(folder: Path, paths: list[Path], number: bool = False) -> tuple[list[str], list, bytes, int]:
+    """Relative names, per-file errors (None when fine), packed pixels of the good ones, their count.
+    With `number`, each file's name comes once per digit of the number it holds (`--number`)."""
+    if number:
+        from digitq.client.numbers import preprocess_numbers
+
+        return preprocess_numbers(folder, paths)
     from digitq.common.images import load_images  # NumPy and Pillow: imported here, in the preprocessing processes
 
     names, errors, digits = [], [], []
@@ -134,14 +149,18 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
                    on_total: Callable[[int], None] | None = None, timeout: float = 3600,
                    batch_id: str | None = None, processes: int = 0, keep_pixels: bool = False,
                    prefetch: _Pipeline | None = None,
-                   on_model: Callable[[dict], None] | None = None) -> Iterator[Row]:
+                   on_model: Callable[[dict], None] | None = None,
+                   min_confidence: float = DEFAULT_MIN_CONFIDENCE, number: bool = False) -> Iterator[Row]:
     """Yield a Row per file of `folder`, in sorted file order, through `client` (a Client).
     `batch_id` names the run in `digitq jobs`; its chunks are tasks `<batch_id>-000000`,
     `-000001`, ... `processes` preprocess images (0: one per CPU core, at most 4). With
     `keep_pixels` each classified Row also carries its preprocessed 28 x 28 digit (not with
     `remote`: workers read those files). `prefetch` is what `prefetch_folder` started with the
     same arguments (else it is dropped). `on_model` gets {"model": "NAME:VERSION"}, the version
-    that classifies the run, once it is resolved."""
+    that classifies the run, once it is resolved. Each row carries its flag (see
+    digitq.common.doubt; `min_confidence` sets `unsure`). With `number` each file's number is split
+    into digits here and a row comes per digit, the file's name repeated (`--number`:
+    digitq.client.numbers.compose_numbers joins them)."""
     pipeline = prefetch
     try:
         check_predict_options(chunk_size=chunk_size, processes=processes)
@@ -153,7 +172,10 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
             on_model({"model": ref})
         batch_id = batch_id or uuid.uuid4().hex
         processes = _process_count(processes)
-        if pipeline is not None and (remote or pipeline.key != (folder, recursive, chunk_size, window, processes, batch_id)):
+        if number and remote:
+            raise InvalidRequest("--number splits each image into digits here; with --remote the workers read them")
+        if pipeline is not None and (remote or pipeline.key != (folder, recursive, chunk_size, window, processes, batch_id)
+                                     or pipeline.number != number):
             pipeline.close()
             pipeline = None
         if remote:
@@ -171,7 +193,7 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
         client.record_job(batch_id, "predict", record["name"], {"folder": str(folder), "model": ref, "files": len(files)})
 
         if pipeline is None:
-            pipeline = _Pipeline(base, remote, batch_id, processes)
+            pipeline = _Pipeline(base, remote, batch_id, processes, number=number)
             pipeline.fill(files, chunk_size, window)
         pipeline.client, pipeline.ref, pipeline.timeout = client, ref, timeout
         while pipeline.entries:
@@ -179,11 +201,18 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
             pipeline.add_next()  # keep preprocessing ahead while this chunk's rows are written
             probs, remote_errors = iter(result.probs), iter(result.errors)
             digits = iter(_unpack(pixels)) if keep_pixels else None
+            shapes = _shape_flags(pixels)  # --- the flags (digitq.common.doubt)
             for name, err in zip(names, errors):
                 if err is not None:
-                    yield Row(name, None, err)
+                    yield Row(name, None, None, flag=BLANK) if is_blank_message(err) else Row(name, None, err)
                 else:
-                    yield Row(name, next(probs), next(remote_errors), next(digits) if digits is not None else None)
+                    row = Row(name, next(probs), next(remote_errors), next(digits) if digits is not None else None)
+                    shape = next(shapes) if shapes is not None else ""
+                    if row.probs is not None:
+                        row.flag = flag_for(max(row.probs), shape, min_confidence)
+                    elif row.error and is_blank_message(row.error):  # --remote: the worker found no ink
+                        row.error, row.flag = None, BLANK
+                    yield row
     finally:
         if pipeline is not None:
             pipeline.close()
@@ -202,6 +231,15 @@ def _empty_folder_message(folder: str, base: str, recursive: bool, remote: bool)
     return f"folder {folder} holds no files"
 
 
+def _shape_flags(pixels: bytes | None) -> Iterator[str] | None:
+    """digitq.common.doubt.shape_flags of a chunk's packed digits (None with --remote: no pixels here)."""
+    if pixels is None:
+        return None
+    from digitq.common.doubt import shape_flags
+
+    return iter(shape_flags(_unpack(pixels))) if pixels else iter(())
+
+
 def _unpack(pixels: bytes) -> np.ndarray:
     """Packed 28 x 28 digits (what a chunk sends) as an N x 28 x 28 uint8 array."""
     import numpy as np
@@ -210,7 +248,8 @@ def _unpack(pixels: bytes) -> np.ndarray:
 
 
 def prefetch_folder(folder: str, recursive: bool = False, chunk_size: int = DEFAULT_CHUNK,
-                    window: int = DEFAULT_WINDOW, batch_id: str | None = None, processes: int = 0) -> _Pipeline | None:
+                    window: int = DEFAULT_WINDOW, batch_id: str | None = None, processes: int = 0,
+                    number: bool = False) -> _Pipeline | None:
     """Start preprocessing a local folder's first chunks before the client connects, so
     that its start-up (importing Celery and redis, reaching the broker) overlaps that work;
     pass the result to `Client.predict` (or `predict_folder`) and close it if you don't. None
@@ -227,7 +266,7 @@ def prefetch_folder(folder: str, recursive: bool = False, chunk_size: int = DEFA
         return None
     if not files:
         return None
-    pipeline = _Pipeline(base, False, batch_id, processes)
+    pipeline = _Pipeline(base, False, batch_id, processes, number=number)
     pipeline.key = (folder, recursive, chunk_size, window, processes, batch_id)
     pipeline.fill(files, chunk_size, window)
     return pipeline
@@ -253,8 +292,9 @@ class _Pipeline:
     the queue as soon as their pixels are ready (once `client` and `ref` are set), and read
     back in order."""
 
-    def __init__(self, base: str, remote: bool, batch_id: str, processes: int):
+    def __init__(self, base: str, remote: bool, batch_id: str, processes: int, number: bool = False):
         self.client, self.ref, self.timeout = None, None, 3600.0
+        self.number = number  # --number: each file split into its digits
         self.base, self.remote, self.batch_id = base, remote, batch_id
         self.key: tuple | None = None
         self.files: list = []
@@ -278,6 +318,10 @@ class _Pipeline:
         queue together), or PREPARE_AHEAD when they are preprocessed here."""
         self.files = files
         self.window = window
+        if self.number:  # a file is up to MAX_CANDIDATES digits: a chunk stays within a task's limit
+            from digitq.client.numbers import FILES_PER_CHUNK
+
+            chunk_size = min(chunk_size, FILES_PER_CHUNK)
         self.chunks = (files[i:i + chunk_size] for i in range(0, len(files), chunk_size))
         for part in itertools.islice(self.chunks, window if self.remote else max(window, PREPARE_AHEAD)):
             self.add(part)
@@ -294,9 +338,9 @@ class _Pipeline:
         if self.remote:
             entry["prep"] = (list(part), [None] * len(part), None, len(part))
         elif self.pool is not None:
-            entry["future"] = self.pool.submit(_preprocess_chunk, Path(self.base), part)
+            entry["future"] = self.pool.submit(_preprocess_chunk, Path(self.base), part, self.number)
         else:
-            entry["prep"] = _preprocess_chunk(Path(self.base), part)
+            entry["prep"] = _preprocess_chunk(Path(self.base), part, self.number)
         self.entries.append(entry)
 
     def _send(self, entry: dict) -> None:
@@ -405,8 +449,9 @@ class RowWriter:
     renamed at `close(keep=True)`; `close(keep=False)` removes it. A run that fails before its
     first row (no broker, an unknown model, an empty folder) leaves nothing behind."""
 
-    def __init__(self, path: str, fmt: str):
+    def __init__(self, path: str, fmt: str, columns: list[str] = CSV_COLUMNS):
         check_predict_options(path, fmt)
+        self.columns = columns  # CSV_COLUMNS, or digitq.client.numbers.NUMBER_COLUMNS (--number)
         self.fmt = fmt
         self.path = path
         self.tmp = None if path == "-" else Path(path).expanduser().with_name(f".{Path(path).name}.partial")
@@ -414,6 +459,7 @@ class RowWriter:
         self.csv = None
         self.classified = 0
         self.failed = 0
+        self.flagged = 0
 
     def _open(self) -> None:
         if self.tmp is None:
@@ -427,13 +473,14 @@ class RowWriter:
                 raise DigitqError(f"cannot write {self.path}: {exc.strerror}") from None
         self.csv = csv.writer(self.f) if self.fmt == "csv" else None  # DictWriter's output, without its dict per row
         if self.csv:
-            self.csv.writerow(CSV_COLUMNS)
+            self.csv.writerow(self.columns)
 
     def write(self, row: Row) -> None:
         if self.f is None:
             self._open()
-        if row.probs is not None:
+        if row.classified:
             self.classified += 1
+            self.flagged += bool(row.flag)
         else:
             self.failed += 1
         try:

@@ -38,6 +38,11 @@ class ImageError(DigitqError):
     """An image file cannot be turned into a digit; the message says why, in one line."""
 
 
+class NoInkError(ImageError):
+    """The image was read but holds nothing that looks like a digit (blank paper, only ruled
+    lines, shading or specks). `digitq predict` gives it a row with the flag `blank`, not an error."""
+
+
 class BrokerUnavailable(DigitqError):
     """The Redis broker cannot be reached."""
 

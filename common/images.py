@@ -53,7 +53,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, ImageStat, UnidentifiedImageError
 
 from digitq.common import photos
-from digitq.common.errors import ImageError
+from digitq.common.errors import ImageError, NoInkError
 from digitq.common.folders import describe_os_error, is_folder, list_folder, one_line, stat_folder, walk_files
 
 MAX_IMAGE_PIXELS = 40_000_000
@@ -305,6 +305,22 @@ def _gray_levels(image: Image.Image, max_pixels: int) -> np.ndarray:
 def _digit_from_gray(pixels: np.ndarray) -> np.ndarray:
     """Grey levels (uint8 2-D) to an MNIST digit: find the ink and crop it (the clean path for a
     clean image, `photos.photo_ink` for any other), normalise its strokes, scale, centre."""
+    return digit_from_crop(ink_crop(pixels))
+
+
+def read_gray(
+    path: str | os.PathLike, *, max_pixels: int = MAX_IMAGE_PIXELS, max_bytes: int = MAX_FILE_BYTES
+) -> np.ndarray:
+    """An image file's grey levels (uint8 2-D: EXIF-oriented, transparency flattened), checked as
+    `load_image` checks it. Every failure is an ImageError."""
+    return _decode_gray(_read_file(path, max_bytes), max_pixels, max_bytes)
+
+
+def ink_crop(pixels: np.ndarray, *, row: bool = False) -> np.ndarray:
+    """The ink of grey levels (uint8 2-D), bright on 0 and cropped to it (float32 or uint8 2-D):
+    the clean path for a clean image, `photos.photo_ink` for any other. With `row`, a photo keeps
+    the whole row of digits beside the largest one (a written number), not only that digit.
+    NoInkError when there is none."""
     border = np.sort(np.concatenate((pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1])))
     if _is_clean(pixels.size, border):
         crop = _clean_crop(pixels, border)
@@ -312,16 +328,21 @@ def _digit_from_gray(pixels: np.ndarray) -> np.ndarray:
             # A speck passed for the ink (faint pencil under INK_CONTRAST): the photo clean-up
             # looks closer; if it finds no digit either, the speck it is.
             with contextlib.suppress(ImageError):
-                crop = photos.photo_ink(pixels)
-    else:
-        try:
-            crop = photos.photo_ink(pixels)
-        except ImageError:
-            if pixels.size > BATCH_IMAGE_PIXELS:
-                raise
-            # A small image is no photo: a stroke across its border sent it here, and the photo
-            # clean-up takes such a stroke for shading. The clean path crops it, as before.
-            crop = _clean_crop(pixels, border)
+                crop = photos.photo_ink(pixels, row=row)
+        return crop
+    try:
+        return photos.photo_ink(pixels, row=row)
+    except ImageError:
+        if pixels.size > BATCH_IMAGE_PIXELS:
+            raise
+        # A small image is no photo: a stroke across its border sent it here, and the photo
+        # clean-up takes such a stroke for shading. The clean path crops it, as before.
+        return _clean_crop(pixels, border)
+
+
+def digit_from_crop(crop: np.ndarray) -> np.ndarray:
+    """A digit's ink crop (bright on 0) as an MNIST digit: strokes normalised, scaled to the
+    20-px box, centred by its centre of mass in 28x28 (uint8)."""
     return _centre_on_canvas(_fit_digit_box(photos.normalise_stroke(crop)))
 
 
@@ -370,7 +391,7 @@ def _digits_from_group(group: list[tuple[int, np.ndarray]], results: list) -> No
     boxes = _find_ink_boxes(inks)
     for (index, _), ink, ok, (top, bottom, left, right) in zip(group, inks, has_ink.tolist(), boxes):
         if not ok:
-            results[index] = ImageError("no ink found (the image is blank or has too little contrast)")
+            results[index] = NoInkError("no ink found (the image is blank or has too little contrast)")
             continue
         try:
             crop = photos.normalise_stroke(ink[top : bottom + 1, left : right + 1])
@@ -572,7 +593,7 @@ def _stretch_ink(pixels: np.ndarray, border: np.ndarray | None = None) -> np.nda
     dark_energy = counts @ dark_weights
     light_energy = counts @ light_weights
     if dark_energy == 0 and light_energy == 0:
-        raise ImageError("no ink found (the image is blank or has too little contrast)")
+        raise NoInkError("no ink found (the image is blank or has too little contrast)")
     inverted = bool(dark_energy > light_energy)
     if inverted:
         background = 255 - background
@@ -811,7 +832,7 @@ def _fit_digit_box(crop: np.ndarray) -> np.ndarray:
         digit = np.clip(np.asarray(Image.fromarray(digit).resize(size, resample), dtype=np.float32), 0, None)
     peak = float(digit.max())
     if peak <= 0:
-        raise ImageError("no ink found (the image is blank or has too little contrast)")
+        raise NoInkError("no ink found (the image is blank or has too little contrast)")
     return digit * (255.0 / peak)
 
 

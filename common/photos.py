@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from digitq.common.errors import ImageError
+from digitq.common.errors import ImageError, NoInkError
 
 WORK_SIDE = 1200
 """Longer side, in pixels, a larger photo is shrunk to before the clean-up (area averaging).
@@ -100,6 +100,10 @@ again if it runs along it (for a fifth of its size or more): the remains of a sh
 than the background's kernel, or of the page's edge, do; a photographed digit rarely does (but
 wins if it is all there is)."""
 
+ROW_GAP = 1.5
+"""A written number (`row`): a cluster joins the row if the gap to its nearer end is at most this
+many times the largest digit's height (digits are spaced well under one height apart)."""
+
 MIN_DIGIT = 0.02
 """The digit's longest connected stroke must span at least this share of the frame's longer
 side (and 6 px): a photo with only specks, noise or paper texture is 'no ink found', not a digit."""
@@ -146,25 +150,26 @@ def cv2():
 # --- the photo clean-up -----------------------------------------------------------------------
 
 
-def photo_ink(gray: np.ndarray) -> np.ndarray:
+def photo_ink(gray: np.ndarray, *, row: bool = False) -> np.ndarray:
     """The digit's ink in a photo or scan (uint8 2-D grey levels in): float32 crop around it,
     ink bright (up to 255) on 0, ready for `normalise_stroke` and scaling.
 
-    Raises ImageError "no ink found ..." when nothing in the image looks like a digit: blank
-    paper, paper with only lines, shading or specks.
+    Raises NoInkError "no ink found ..." when nothing in the image looks like a digit: blank
+    paper, paper with only lines, shading or specks. With `row` (a written number), the
+    clusters in a row beside the largest one are kept too (see `_digit_cluster`).
     """
     work = _work_image(gray)
     contrast = _contrast(work, _background(work))
     floor = max(NOISE_SIGMAS * _noise(contrast), MIN_CONTRAST)
     candidates = contrast > floor
     if not candidates.any():
-        raise ImageError("no ink found (the image is blank or has too little contrast)")
+        raise NoInkError("no ink found (the image is blank or has too little contrast)")
     candidates = _remove_lines(candidates)
-    first = _digit_cluster(candidates, contrast, floor)
+    first = _digit_cluster(candidates, contrast, floor, row)
     (box, kept), _ = first
     level = float(np.percentile(contrast[box][kept], 90))
     ink = candidates & (contrast > max(floor, INK_SHARE * level))
-    (box, kept), (top, bottom, left, right) = _digit_cluster(ink, contrast, floor)
+    (box, kept), (top, bottom, left, right) = _digit_cluster(ink, contrast, floor, row)
     # Levels: the faint edge pixels next to the kept ink stay grey (anti-aliasing), as in MNIST.
     kept = cv2().dilate(kept.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
     levels = np.clip((contrast[top:bottom, left:right] - floor) / max(level - floor, 1e-3), 0, 1)
@@ -317,7 +322,7 @@ def _frame_lines(segments: np.ndarray, width: int, height: int) -> list[tuple[st
     return lines
 
 
-def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float):
+def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float, row: bool = False):
     """The digit among the ink candidates `mask` (bool 2-D): ((the box's slices, the kept pixels
     in the box, bool), (top, bottom, left, right) of the box, exclusive ends).
 
@@ -326,6 +331,9 @@ def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float):
     clusters that look like a line (long and thin) or like the edge of a page or a shadow
     (along two sides of the frame) counting less. In it, specks under MIN_PIECE of its largest
     piece are dropped. ImageError if there is none, or if the best is too small to be a digit.
+    With `row`, clusters beside the digit join it instead: within ROW_GAP of its height from the
+    row's ends, at most 1.5x its height tall, their rows overlapping their nearest member's by 30%
+    (a slanting row of digits stays whole).
     """
     c = cv2()
     height, width = mask.shape
@@ -359,7 +367,7 @@ def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float):
                 scores[index] *= BORDER_WEIGHT
     best = int(np.argmax(scores))
     if best == 0 or scores[best] <= 0:
-        raise ImageError("no ink found (only specks, lines or shading; no digit)")
+        raise NoInkError("no ink found (only specks, lines or shading; no digit)")
     # Clusters near the digit's box, with enough ink, join it (a five's bar, a six's hook).
     chosen = [best]
     left, top, w, h = (int(v) for v in boxes[best])
@@ -372,6 +380,18 @@ def _digit_cluster(mask: np.ndarray, contrast: np.ndarray, floor: float):
         margin = NEAR * size
         for i in list(others):
             pl, pt, pw, ph = (int(v) for v in boxes[i])
+            if row:  # beside the row's end, as tall as its digits, level with its nearest one
+                reach = ROW_GAP * h
+                if ph > 1.5 * h or pl > box[3] + reach or pl + pw < box[2] - reach:
+                    continue
+                nl, nt, nw, nh = min((boxes[j] for j in chosen), key=lambda b: max(b[0] - (pl + pw), pl - (b[0] + b[2]), 0))
+                if min(pt + ph, nt + nh) - max(pt, nt) < 0.3 * min(ph, nh):
+                    continue
+                grown_box = [min(box[0], pt), max(box[1], pt + ph), min(box[2], pl), max(box[3], pl + pw)]
+                box, changed = grown_box, True
+                chosen.append(i)
+                others.remove(i)
+                continue
             if pl > box[3] + margin or pl + pw < box[2] - margin or pt > box[1] + margin or pt + ph < box[0] - margin:
                 continue
             grown_box = [min(box[0], pt), max(box[1], pt + ph), min(box[2], pl), max(box[3], pl + pw)]

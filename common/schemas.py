@@ -398,6 +398,7 @@ class PredictSummary(_Result):
     images_per_second: float = _required(float)
     gallery: str | None = _spec(None, str, optional=True)  # the contact sheet written, with --gallery
     model: str | None = _spec(None, str, optional=True)  # the NAME:VERSION that classified the images
+    flagged: int = _spec(0, int)  # rows with a flag (blank, not-one-digit, unsure, not-a-number): counted in classified
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -44,6 +44,10 @@ GPU_NOTES = Path(__file__).resolve().parent.parent / "gpu_check.md"
 """Hand-written, appended as the report's last section: the GPU check (bench/gpu_check.sh, run on a
 GPU machine, not by the suite) and the JAX-worker decision."""
 
+NUMBERS_NOTES = Path(__file__).resolve().parent.parent / "written_numbers.md"
+"""Hand-written, appended after GPU_NOTES: bench/written_numbers.py's figures (`predict --number`
+and the flag's trade-off), a standalone benchmark the suite does not run."""
+
 
 ENSEMBLE_NOTES = Path(__file__).resolve().parent.parent / "ensemble_scaling.md"
 """Written by bench/ensemble_scaling.py (not a suite section: it runs its own redis-server and pinned
@@ -63,7 +67,7 @@ def render_report(run, base: Path) -> str:
     L += INTRO + _machine(run) + _summary(R)
     for number, name in enumerate(REPORT_ORDER, 1):
         L += _section(run, number, SECTIONS[name], base)
-    for notes in (ENSEMBLE_NOTES, GPU_NOTES):
+    for notes in (ENSEMBLE_NOTES, GPU_NOTES, NUMBERS_NOTES):
         if notes.is_file():
             L += notes.read_text().rstrip("\n").splitlines() + [""]
     return "\n".join(L).rstrip() + "\n"

@@ -14,6 +14,7 @@ from rich.table import Table
 from digitq.client.cli import session
 from digitq.client.cli.output import err, friendly_errors, line, note, out, pct, print_json
 from digitq.client.predict import DEFAULT_CHUNK, check_predict_options, prefetch_folder
+from digitq.common.doubt import DEFAULT_MIN_CONFIDENCE
 from digitq.common.registry import parse_model_ref
 from digitq.common.schemas import EvaluateRequest, ReportRequest
 
@@ -37,20 +38,27 @@ def predict(
     wait: Annotated[bool, typer.Option("--wait", help="Accepted for symmetry with submit-train: predict always runs in the foreground, writing rows as chunks finish (the client feeds the chunks).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     gallery: Annotated[Optional[str], typer.Option(help="Also write a PNG contact sheet of the first 400 images: each digit as the model saw it, with its prediction (not with --remote).")] = None,
+    number: Annotated[bool, typer.Option("--number", help="Each image holds a number (a row of 1 to 10 digits): columns path, number, confidence, digit_confidences, flag, error (not with --remote).")] = False,
+    min_confidence: Annotated[float, typer.Option(help="Flag a prediction 'unsure' when its confidence is under this (0 to 1; 0: never).")] = DEFAULT_MIN_CONFIDENCE,
 ):
     """Classify every image in FOLDER with a trained model; one row per file, in file order.
 
-    Columns: path (relative to FOLDER), digit, confidence, error (empty when fine), p0..p9.
+    Columns: path (relative to FOLDER), digit, confidence, flag, error (empty when fine), p0..p9.
+    flag: blank (no digit in the image: no prediction), not-one-digit (several digits, a
+    drawing, a filled shape), unsure (confidence under --min-confidence), or empty.
     The summary names the model version used. Exit code 1 only when nothing could be
     classified. With label smoothing (cnn's default 0.1) a clean digit's confidence tops out
     near 93%: read it as a ranking, not as the chance of being right.
     """
+    from digitq.client.numbers import check_number_options
+
     check_predict_options(output, fmt, gallery, remote, chunk_size, processes)  # before any work
+    check_number_options(number, min_confidence, gallery, remote)
     parse_model_ref(model)
     # Local images start preprocessing now, in other processes, while this one imports Celery
     # and connects to the broker.
     prefetch = None if remote else prefetch_folder(folder, recursive=recursive, chunk_size=chunk_size,
-                                                    batch_id=uuid.uuid4().hex, processes=processes)
+                                                    batch_id=uuid.uuid4().hex, processes=processes, number=number)
     try:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -83,7 +91,7 @@ def predict(
     try:
         summary = client.predict(folder, model, output, fmt, recursive=recursive, remote=remote, chunk_size=chunk_size,
                                  processes=processes, gallery=gallery, prefetch=prefetch,
-                                 on_total=on_total, on_row=on_row)
+                                 on_total=on_total, on_row=on_row, number=number, min_confidence=min_confidence)
         bar.update(task, completed=summary.classified + summary.failed)
     finally:
         if bar.live.is_started:
@@ -91,7 +99,8 @@ def predict(
     if as_json:
         print_json(summary.to_dict())
     else:
-        line(f"{summary.classified} classified, {summary.failed} failed -> {output} "
+        flagged = f" ({summary.flagged} flagged)" if summary.flagged else ""
+        line(f"{summary.classified} classified{flagged}, {summary.failed} failed -> {output} "
              f"({summary.images_per_second:,.0f} images/s)", err)
         if summary.model:
             line(f"model used: {summary.model}", err)

@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
-COLUMNS = ["path", "digit", "confidence", "error"] + [f"p{d}" for d in range(10)]
+COLUMNS = ["path", "digit", "confidence", "flag", "error"] + [f"p{d}" for d in range(10)]
 
 GOOD_DIGITS = 60
 """Real MNIST test digits in the main folder (indexes 0..59)."""
@@ -66,7 +66,7 @@ SUB_FILES = ["sub/0001.png", "sub/0002.png", "sub/deeper/0003.png"]
 
 
 def summary_counts(stderr: str) -> tuple[int, int]:
-    found = re.findall(r"^(\d+) classified, (\d+) failed -> ", stderr, re.M)
+    found = re.findall(r"^(\d+) classified(?: \(\d+ flagged\))?, (\d+) failed -> ", stderr, re.M)
     assert len(found) == 1, stderr
     return int(found[0][0]), int(found[0][1])
 
@@ -281,7 +281,7 @@ def test_predict_folder_writes_one_row_per_file_with_per_file_errors(baseline, f
     correct = sum(int(r["digit"]) == folders.labels[r["path"]] for r in good)
     assert correct / len(good) > 0.6, f"{correct}/{len(good)} correct"
     # the summary is one line, output path included, also when stderr is not a terminal
-    whole = rf"{GOOD_DIGITS} classified, {len(JUNK)} failed -> {re.escape(str(baseline.out))} \([\d,.]+ images/s\)"
+    whole = rf"{GOOD_DIGITS} classified(?: \(\d+ flagged\))?, {len(JUNK)} failed -> {re.escape(str(baseline.out))} \([\d,.]+ images/s\)"
     assert any(re.fullmatch(whole, line) for line in proc.stderr.splitlines()), proc.stderr
 
 

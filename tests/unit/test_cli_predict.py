@@ -28,7 +28,7 @@ def test_predict_json_summary(cli, tmp_path):
     r = cli("predict", str(tmp_path), "--json", "--jobs", "1")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout) == {"job_id": JOB, "classified": 2, "failed": 1, "output": "predictions.csv",
-                                    "seconds": 0.5, "images_per_second": 6.0}
+                                    "seconds": 0.5, "images_per_second": 6.0, "flagged": 0}
 
 
 def test_predict_gallery_line(cli, tmp_path):

@@ -23,7 +23,7 @@ from digitq.client.predict import CSV_COLUMNS, Row, RowWriter, predict_folder, p
 
 def reference_dict(row: Row) -> dict:
     """Row.as_dict as it was before the CSV writer's speed-up (NumPy argmax, a dict per row)."""
-    d = {"path": row.path, "digit": "", "confidence": "", "error": row.error or ""}
+    d = {"path": row.path, "digit": "", "confidence": "", "flag": row.flag, "error": row.error or ""}
     if row.probs is not None:
         digit = int(np.argmax(row.probs))
         d.update(digit=digit, confidence=round(float(row.probs[digit]), 6))
