@@ -126,7 +126,7 @@ def test_each_pruner_stops_a_trial_far_behind_the_others(pruner):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     req = make_sweep_request(["lr=loguniform:1e-4:1e-2"], trials=12, parallel=2, pruner=pruner, epochs=9)
-    study = optuna.create_study(direction="maximize", pruner=make_pruner(req),
+    study = optuna.create_study(study_name="sweep-test", direction="maximize", pruner=make_pruner(req),  # Hyperband brackets hash the name
                                 sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(6):  # good trials, run to the end
         t = study.ask()
