@@ -79,3 +79,17 @@ def run_py(code: str, env: dict, timeout: float = 600) -> dict:
                           timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def backed_up_epochs(job_folder: Path) -> int:
+    """Epochs covered by the job's newest backup generation (digitq.worker.backup; 0 if none).
+
+    A job's history.json gets an epoch's entry just before the backup that counts that epoch
+    done, so a test that kills a worker to see it resume waits for this, not for the history."""
+    for gen in sorted((Path(job_folder) / "backup").glob("gen-*"), reverse=True):
+        try:
+            state = json.loads((gen / "state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return int(state.get("epoch", 0))
+    return 0

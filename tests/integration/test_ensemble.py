@@ -22,7 +22,7 @@ from digitq.common.errors import JobCancelled
 from digitq.common.names import TRAIN_TASK, lease_key
 from digitq.common.registry import list_models
 from digitq.common.schemas import TrainRequest
-from tests.helpers import mnist_test, wait_for
+from tests.helpers import backed_up_epochs, mnist_test, wait_for
 from tests.processes import RedisServer, WorkerProcess, run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -205,7 +205,7 @@ def test_a_member_whose_worker_is_killed_resumes_elsewhere_and_the_ensemble_regi
     client, r = stack.client, stack.r
     parent = client.submit_train(KILLED_RECIPE)
     members = [ensemble.member_id(parent, k) for k in range(2)]
-    victim_member = wait_for(lambda: next((m for m in members if len(history(stack.home, m)) >= 1), None), 240,
+    victim_member = wait_for(lambda: next((m for m in members if backed_up_epochs(stack.home / "jobs" / m) >= 1), None), 240,
                              "a member's first epoch")
     before = history(stack.home, victim_member)
     assert len(before) < 6, "the member finished before it could be killed"

@@ -22,7 +22,7 @@ from digitq.client.api import Client
 from digitq.common.names import RUNNING_KEY, lease_key, log_key
 from digitq.common.registry import list_models
 from digitq.common.schemas import TrainRequest
-from tests.helpers import wait_for
+from tests.helpers import backed_up_epochs, wait_for
 from tests.processes import RedisServer, WorkerProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -133,7 +133,7 @@ def test_a_worker_paused_past_its_lease_loses_the_job_and_writes_nothing(stack):
     one model version, the second worker's files untouched; then it takes the next job."""
     r, a, b = stack.r, stack.workers["a"], stack.workers["b"]
     job = stack.client.submit_train(job_request("paused"))
-    wait_for(lambda: len(history(stack.home, job)) >= 1, 180, "the first epoch")
+    wait_for(lambda: backed_up_epochs(stack.home / "jobs" / job) >= 1, 180, "the first epoch's backup")
     first = by_pid(stack, holder_pid(r, job))
     second = b if first is a else a
     os.killpg(first.proc.pid, signal.SIGSTOP)

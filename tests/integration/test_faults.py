@@ -20,7 +20,7 @@ from digitq.client.api import Client
 from digitq.common.names import TRAIN_TASK, lease_key, log_key
 from digitq.common.registry import list_models
 from digitq.common.schemas import TrainRequest
-from tests.helpers import wait_for
+from tests.helpers import backed_up_epochs, wait_for
 from tests.processes import WorkerProcess, run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -99,7 +99,7 @@ def test_killed_worker_job_finishes_on_another_from_its_backup(stack):
     w1, w2 = stack.start("w1", "w2")
     job = stack.client.submit_train(job_request("fault1"))
     r = stack.redis.client()
-    wait_for(lambda: len(history(stack.home, job)) >= 1, 240, "the first epoch")
+    wait_for(lambda: backed_up_epochs(stack.home / "jobs" / job) >= 1, 240, "the first epoch's backup")
     before = history(stack.home, job)
     victim, survivor = (w1, w2) if holder_pid(r, job) == w1.proc.pid else (w2, w1)
     victim.kill()
@@ -115,7 +115,7 @@ def test_killed_worker_job_finishes_on_another_from_its_backup(stack):
 def test_both_workers_killed_then_one_restarted(stack):
     w1, w2 = stack.start("w1", "w2")
     job = stack.client.submit_train(job_request("fault2"))
-    wait_for(lambda: len(history(stack.home, job)) >= 1, 240, "the first epoch")
+    wait_for(lambda: backed_up_epochs(stack.home / "jobs" / job) >= 1, 240, "the first epoch's backup")
     before = history(stack.home, job)
     w1.kill()
     w2.kill()

@@ -14,7 +14,7 @@ import pytest
 from digitq.client.api import Client
 from digitq.common.names import lease_key, log_key
 from digitq.common.schemas import TrainRequest
-from tests.helpers import wait_for
+from tests.helpers import backed_up_epochs, wait_for
 from tests.processes import WorkerProcess, run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -59,8 +59,7 @@ def test_jobs_spread_over_hosts_run_once_and_survive_a_host(redis_server, tmp_pa
 
         # A host dies mid-job: its job finishes on another host from its backup.
         long_job = client.submit_train(small("survivor", epochs=3, train_size=3000))
-        history = shared / "jobs" / long_job / "history.json"
-        wait_for(lambda: history.exists() and json.loads(history.read_text() or "[]"), 240, "the first epoch")
+        wait_for(lambda: backed_up_epochs(shared / "jobs" / long_job) >= 1, 240, "the first epoch's backup")
         holder = int(r.get(lease_key(long_job)).decode().rsplit(":", 1)[1])
         victim = next(h for h in hosts if h.proc.pid == holder)
         victim.kill()

@@ -27,7 +27,7 @@ from PIL import Image
 
 from digitq.client.api import Client
 from digitq.common.celery_keys import task_meta_key
-from digitq.common.names import JOBS_INDEX_KEY, PREDICT_QUEUE, job_key, worker_key
+from digitq.common.names import JOBS_INDEX_KEY, PREDICT_QUEUE, worker_key
 from digitq.common.registry import list_models, register_model
 from tests.helpers import assert_one_line_error, mnist_test, ok, wait_for
 from tests.processes import RedisServer, SentinelCluster, WorkerProcess, run_cli
