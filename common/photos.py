@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from digitq.common.errors import ImageError, NoInkError
+from digitq.common.errors import NoInkError
 
 WORK_SIDE = 1200
 """Longer side, in pixels, a larger photo is shrunk to before the clean-up (area averaging).

@@ -9,7 +9,6 @@ the NumPy shift against the tf.data one (tests/unit/jax_env.py says why in subpr
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import subprocess
