@@ -83,6 +83,21 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
         return done
 
 
+def while_full(r, what: str, write: Callable[[], object]):
+    """`write()`, tried again each time Redis has room while it refuses writes for lack of memory
+    (maxmemory with noeviction): a trained model is not thrown away, and trained again, for that."""
+    from digitq.common.redis_client import is_out_of_memory
+    from digitq.worker.result_store import wait_until_writable
+
+    while True:
+        try:
+            return write()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            wait_until_writable(r, what)
+
+
 def guarded(lease: JobLease, r, job_id: str, report, stop_too: Callable[[], bool] | None = None):
     """(should_stop, report) for digitq.worker.train.train under `lease`: both check the lease
     first (raising LeaseLost once another worker took the job), so a worker that lost the job
@@ -116,7 +131,7 @@ def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, 
         data = result.to_dict()
         job_folder.write_json(folder / "result.json", data, commit=lease.commit)
         return data
-    version = register_model(r, request.name, job_id, {
+    record = {
         "arch": request.arch,
         "hyperparameters": request.to_dict(),
         "dataset": result.dataset,
@@ -125,7 +140,9 @@ def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, 
         "path": result.model_path,
         "kind": "ensemble" if result.members else "single",
         "members": result.members,
-    }, fence=lease.fence)
+    }
+    version = while_full(r, f"registering the model of job {job_id}",
+                         lambda: register_model(r, request.name, job_id, record, fence=lease.fence))
     result.model = f"{request.name}:{version}"
     result.worker = owner
     data = result.to_dict()
