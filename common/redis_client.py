@@ -13,9 +13,12 @@ after a failover (redis.sentinel); the sentinels' own password is DIGITQ_SENTINE
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from digitq.common.errors import ConfigError
+
+T = TypeVar("T")
 
 SENTINEL_SCHEME = "sentinel"
 SENTINEL_SEPARATOR = ";"
@@ -170,3 +173,32 @@ def is_out_of_memory(exc: BaseException) -> bool:
 OUT_OF_MEMORY_MESSAGE = ("Redis is full (maxmemory reached, maxmemory-policy noeviction): nothing new was stored; "
                          "free memory or raise maxmemory, then try again")
 """What the client and the worker say when Redis refuses a write for lack of memory."""
+
+FULL_RETRY_MAX = 5.0
+"""Most seconds between two tries of a write that Redis refused for lack of memory."""
+
+
+def while_full(write: Callable[[], T], waiting: str, resumed: str) -> T:
+    """`write()`, tried again (every 0.5 s, doubling up to FULL_RETRY_MAX) for as long as Redis
+    refuses it for lack of memory (maxmemory with noeviction): what must not be lost waits for
+    room. Logs `waiting` once as an error, and `resumed` once the write went through."""
+    import logging
+    import time
+
+    log = logging.getLogger("digitq.worker")
+    delay, noted = 0.5, False
+    while True:
+        try:
+            out = write()
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if not noted:
+                noted = True
+                log.error("%s: %s", waiting, OUT_OF_MEMORY_MESSAGE)
+            time.sleep(delay)
+            delay = min(delay * 2, FULL_RETRY_MAX)
+            continue
+        if noted:
+            log.info("Redis has room again: %s", resumed)
+        return out

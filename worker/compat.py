@@ -33,7 +33,6 @@ Nothing here imports Celery's worker, Keras or TensorFlow until a function is ca
 from __future__ import annotations
 
 import logging
-import time
 
 log = logging.getLogger("digitq.worker")
 
@@ -136,8 +135,6 @@ class QuietRequeues(logging.Filter):
 
 # --- kombu: recording a delivered message while Redis is full ---------------------------------
 
-HOLD_RETRY_MAX = 5.0
-"""Most seconds between two tries to record a delivered message while Redis is full."""
 
 
 def hold_messages_while_full() -> None:
@@ -147,28 +144,15 @@ def hold_messages_while_full() -> None:
     from kombu.transport import redis as kombu_redis
     from kombu.transport import virtual as kombu_virtual
 
-    from digitq.common.redis_client import OUT_OF_MEMORY_MESSAGE, is_out_of_memory
+    from digitq.common.redis_client import is_out_of_memory, while_full
 
     original = kombu_redis.QoS.append
     if getattr(original, "_digitq_holds", False):
         return
 
     def append(self, message, delivery_tag):
-        delay, noted = 0.5, False
-        while True:
-            try:
-                out = original(self, message, delivery_tag)
-                if noted:
-                    log.info("Redis has room again: message %s recorded", delivery_tag)
-                return out
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if not noted:
-                    noted = True
-                    log.error("message %s held until Redis records it: %s", delivery_tag, OUT_OF_MEMORY_MESSAGE)
-                time.sleep(delay)
-                delay = min(delay * 2, HOLD_RETRY_MAX)
+        return while_full(lambda: original(self, message, delivery_tag),
+                          f"message {delivery_tag} held until Redis records it", f"message {delivery_tag} recorded")
 
     original_ack = kombu_redis.QoS.ack
 

@@ -14,17 +14,14 @@ report replaces it.
 from __future__ import annotations
 
 import logging
-import time
 
 from celery import states
 from celery.backends.redis import RedisBackend, SentinelBackend
 
-from digitq.common.redis_client import OUT_OF_MEMORY_MESSAGE, is_out_of_memory, is_sentinel_url
+from digitq.common.redis_client import OUT_OF_MEMORY_MESSAGE, is_out_of_memory, is_sentinel_url, while_full
 
 log = logging.getLogger("digitq.worker")
 
-FULL_RETRY_MAX = 5.0
-"""Most seconds between two tries of a final state's write while Redis is full."""
 
 PROBE_KEY = "digitq:probe:writable"
 
@@ -47,22 +44,9 @@ class WaitsWhenFull:
                     self._full_noted = True
                     log.warning("%s report of %s not stored: %s", state, task_id, OUT_OF_MEMORY_MESSAGE)
                 return result
-        delay, noted = 0.5, False
-        while True:
-            try:
-                out = super().store_result(task_id, result, state, *args, **kwargs)
-                if noted:
-                    log.info("Redis has room again: the %s state of %s is stored", state, task_id)
-                return out
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                if not noted:
-                    noted = True
-                    log.error("the %s state of %s waits (its message stays un-acked): %s", state, task_id,
-                              OUT_OF_MEMORY_MESSAGE)
-                time.sleep(delay)
-                delay = min(delay * 2, FULL_RETRY_MAX)
+        return while_full(lambda: super(WaitsWhenFull, self).store_result(task_id, result, state, *args, **kwargs),
+                          f"the {state} state of {task_id} waits (its message stays un-acked)",
+                          f"the {state} state of {task_id} is stored")
 
 
 class PatientRedisBackend(WaitsWhenFull, RedisBackend):
@@ -81,18 +65,4 @@ def backend_class_path(url: str) -> str:
 
 def wait_until_writable(r, what: str) -> None:
     """Block until Redis accepts a small write again (after an OutOfMemoryError), saying so once."""
-    delay, noted = 0.5, False
-    while True:
-        try:
-            r.set(PROBE_KEY, b"1", ex=10)
-            if noted:
-                log.info("Redis has room again: %s goes on", what)
-            return
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            if not noted:
-                noted = True
-                log.error("%s waits: %s", what, OUT_OF_MEMORY_MESSAGE)
-            time.sleep(delay)
-            delay = min(delay * 2, FULL_RETRY_MAX)
+    while_full(lambda: r.set(PROBE_KEY, b"1", ex=10), f"{what} waits", f"{what} goes on")

@@ -13,6 +13,7 @@ from typing import Callable
 
 from digitq.common.errors import DigitqError, JobCancelled, JobHandedBack
 from digitq.common.names import TRAIN_QUEUE, TRAIN_TASK, cancel_key
+from digitq.common.redis_client import while_full
 from digitq.common.registry import register_model
 from digitq.common.schemas import TrainRequest, check_job_id
 from digitq.common.settings import Settings
@@ -83,21 +84,6 @@ def run_train_job(job_id: str, payload, settings: Settings, r, report=None, owne
         return done
 
 
-def while_full(r, what: str, write: Callable[[], object]):
-    """`write()`, tried again each time Redis has room while it refuses writes for lack of memory
-    (maxmemory with noeviction): a trained model is not thrown away, and trained again, for that."""
-    from digitq.common.redis_client import is_out_of_memory
-    from digitq.worker.result_store import wait_until_writable
-
-    while True:
-        try:
-            return write()
-        except Exception as exc:
-            if not is_out_of_memory(exc):
-                raise
-            wait_until_writable(r, what)
-
-
 def guarded(lease: JobLease, r, job_id: str, report, stop_too: Callable[[], bool] | None = None):
     """(should_stop, report) for digitq.worker.train.train under `lease`: both check the lease
     first (raising LeaseLost once another worker took the job), so a worker that lost the job
@@ -141,8 +127,9 @@ def _train_and_register(job_id: str, request: TrainRequest, settings: Settings, 
         "kind": "ensemble" if result.members else "single",
         "members": result.members,
     }
-    version = while_full(r, f"registering the model of job {job_id}",
-                         lambda: register_model(r, request.name, job_id, record, fence=lease.fence))
+    # Redis full (maxmemory): the trained model waits for room rather than being trained again.
+    version = while_full(lambda: register_model(r, request.name, job_id, record, fence=lease.fence),
+                         f"the model of job {job_id} waits to be registered", f"the model of job {job_id} is registered")
     result.model = f"{request.name}:{version}"
     result.worker = owner
     data = result.to_dict()
