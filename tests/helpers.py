@@ -81,6 +81,14 @@ def run_py(code: str, env: dict, timeout: float = 600) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def history(home: Path, job_id: str) -> list:
+    """A job's history.json entries so far (one per epoch; [] before the first)."""
+    try:
+        return json.loads((Path(home) / "jobs" / job_id / "history.json").read_text())
+    except (OSError, ValueError):
+        return []
+
+
 def backed_up_epochs(job_folder: Path) -> int:
     """Epochs covered by the job's newest backup generation (digitq.worker.backup; 0 if none).
 

@@ -22,7 +22,7 @@ from digitq.common.errors import JobCancelled
 from digitq.common.names import TRAIN_TASK, lease_key
 from digitq.common.registry import list_models
 from digitq.common.schemas import TrainRequest
-from tests.helpers import backed_up_epochs, mnist_test, wait_for
+from tests.helpers import backed_up_epochs, history, mnist_test, wait_for
 from tests.processes import RedisServer, WorkerProcess, run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -34,13 +34,6 @@ TEST_SIZE = 300
 def request(name: str, k: int, epochs: int = 1, train_size: int = 1000, arch: str = "cnn") -> TrainRequest:
     return TrainRequest(name=name, ensemble=k, epochs=epochs, train_size=train_size, validation_size=200,
                         test_size=TEST_SIZE, batch_size=32, arch=arch)
-
-
-def history(home, job_id) -> list:
-    try:
-        return json.loads((home / "jobs" / job_id / "history.json").read_text())
-    except (OSError, ValueError):
-        return []
 
 
 def versions(r, name: str) -> list[int]:

@@ -22,7 +22,7 @@ from digitq.client.api import Client
 from digitq.common.names import RUNNING_KEY, lease_key, log_key
 from digitq.common.registry import list_models
 from digitq.common.schemas import TrainRequest
-from tests.helpers import backed_up_epochs, wait_for
+from tests.helpers import backed_up_epochs, history, wait_for
 from tests.processes import RedisServer, WorkerProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -46,13 +46,6 @@ def job_request(name: str, epochs: int = 4, train_size: int = 3000) -> TrainRequ
     """A small MLP: quick to build and trace, so most of a test is the faults themselves."""
     return TrainRequest(name=name, arch="mlp", epochs=epochs, train_size=train_size, validation_size=200,
                         test_size=300, batch_size=32)
-
-
-def history(home, job_id) -> list:
-    try:
-        return json.loads((home / "jobs" / job_id / "history.json").read_text())
-    except (OSError, ValueError):
-        return []
 
 
 def holder_pid(r, job_id) -> int | None:

@@ -20,7 +20,7 @@ from digitq.client.api import Client
 from digitq.common.names import TRAIN_TASK, lease_key, log_key
 from digitq.common.registry import list_models
 from digitq.common.schemas import TrainRequest
-from tests.helpers import backed_up_epochs, wait_for
+from tests.helpers import backed_up_epochs, history, wait_for
 from tests.processes import WorkerProcess, run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -31,13 +31,6 @@ FAST_RECOVERY = {"DIGITQ_VISIBILITY_TIMEOUT": "15", "DIGITQ_LEASE_SECONDS": "5"}
 def job_request(name: str, epochs: int = 3, train_size: int = 4000, **kw) -> TrainRequest:
     return TrainRequest(name=name, epochs=epochs, train_size=train_size, validation_size=300, test_size=300,
                         batch_size=32, **kw)
-
-
-def history(home, job_id) -> list:
-    try:
-        return json.loads((home / "jobs" / job_id / "history.json").read_text())
-    except (OSError, ValueError):
-        return []
 
 
 def holder_pid(r, job_id) -> int | None:
