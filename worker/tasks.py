@@ -11,6 +11,7 @@ digitq.worker.app.make_worker_app) binds the tasks to one app and one WorkerCont
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from typing import TYPE_CHECKING
@@ -78,7 +79,16 @@ def _run(task, fn, args: tuple, kwargs: dict, limit: int):
         if isinstance(exc, DigitqError):
             raise
         log.exception("job %s failed", job_id)  # the message is what the user sees; the traceback goes to the log
-        raise JobError(f"{type(exc).__name__}: {exc}".splitlines()[0][:500]) from None
+        raise JobError(one_line(exc)) from None
+
+
+def one_line(exc: Exception) -> str:
+    """An unexpected error as one line for the client. A full disk says so in words: h5py's
+    own text for ENOSPC ("Can't synchronously write data") does not."""
+    text = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC and "No space left on device" not in text:
+        text = f"No space left on device (the shared volume is full): {text}"
+    return text
 
 
 def chunk_summary(result: dict) -> str:

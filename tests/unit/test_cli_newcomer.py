@@ -372,6 +372,17 @@ def test_a_predict_chunk_is_one_short_line_in_worker_log():
     assert chunk_summary(result) == "500 image(s), 1 error(s), model digits:1"
 
 
+def test_a_full_volume_says_so_in_words_whatever_library_hit_it():
+    """h5py's ENOSPC text ("Can't synchronously write data") names neither the disk nor the cause."""
+    from digitq.worker.tasks import one_line as job_error_line
+
+    h5py_text = OSError(28, "Can't synchronously write data (file write failed: time = Thu)\nmore lines")
+    assert job_error_line(h5py_text).startswith("No space left on device (the shared volume is full): OSError:")
+    assert "\n" not in job_error_line(h5py_text)
+    assert job_error_line(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"
+    assert job_error_line(KeyError("x")) == "KeyError: 'x'"
+
+
 def test_any_path_the_system_refuses_is_one_line_not_a_traceback(cli, tmp_path):
     """The backstop behind the specific checks: an OSError nothing else caught."""
     cli.client.fail["list_models"] = PermissionError(13, "Permission denied", "/srv/digitq/x")
