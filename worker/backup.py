@@ -26,7 +26,6 @@ from random weights under an old epoch count.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,8 @@ import shutil
 import socket
 from pathlib import Path
 from typing import Callable
+
+from digitq.worker.data import sha256_of
 
 log = logging.getLogger("digitq.worker.train")
 
@@ -64,14 +65,6 @@ class Resume:
 
 class UnusableBackup(Exception):
     """A backup generation that cannot be resumed from; the message says why."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -127,7 +120,7 @@ class BackupStore:
             _fsync_file(weights)
             state = {"format": FORMAT, "epoch": int(epoch), "batch": int(batch),
                      "steps_per_epoch": int(steps_per_epoch), "iterations": _iterations(model),
-                     "weights_sha256": _sha256(weights)}
+                     "weights_sha256": sha256_of(weights)}
             with open(tmp / STATE, "w") as f:
                 json.dump(state, f)
                 f.flush()
@@ -210,7 +203,7 @@ class BackupStore:
             raise UnusableBackup(f"{state_path.name} has no epoch")
         if not weights.exists():
             raise UnusableBackup(f"{weights.name} is missing")
-        if not legacy and _sha256(weights) != state.get("weights_sha256"):
+        if not legacy and sha256_of(weights) != state.get("weights_sha256"):
             raise UnusableBackup(f"{weights.name} does not match its checksum (a half-written or damaged file)")
         try:
             model.load_weights(str(weights))
