@@ -32,9 +32,10 @@ from digitq.common.errors import (
     BrokerFull, BrokerUnavailable, DigitqError, InvalidRequest, JobCancelled, JobFailed, JobVanished, NoSuchJob, NoSuchModel,
     NoWorker, WorkerNotInstalled,
 )
+from digitq.common.announcements import announced
 from digitq.common.names import (
     EVALUATE_TASK, FINISHED_STATES, JOBS_INDEX_KEY, PREDICT_QUEUE, REPORT_TASK, TRAIN_QUEUE, TRAIN_TASK,
-    WORKER_KEY_PREFIX, JobState, cancel_key, job_key, log_key,
+    JobState, cancel_key, job_key, log_key,
 )
 from digitq.common.schemas import (
     JOB_ID_RE, EvaluateRequest, EvaluateResult, PredictSummary, ReportRequest, ReportResult, TrainRequest,
@@ -450,12 +451,7 @@ class Client:
 
     def workers(self) -> list[dict]:
         """Live workers' announcements: node, host, queues, devices, TensorFlow, current job."""
-        out = []
-        for key in sorted(self.redis.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200)):
-            raw = self.redis.get(key)
-            if raw:
-                out.append(json.loads(raw))
-        return out
+        return announced(self.redis)
 
     def logs(self, job_id: str, start: int = 0) -> list[str]:
         """A job's log lines from index `start` on."""

@@ -33,7 +33,8 @@ import time
 
 from digitq.common.celery_keys import task_meta_key
 from digitq.common.errors import InvalidRequest
-from digitq.common.names import KEY_PREFIX, TRAIN_QUEUE, WORKER_KEY_PREFIX
+from digitq.common.announcements import live_train_workers  # also used from here by tests and bench
+from digitq.common.names import KEY_PREFIX
 from digitq.common.schemas import TrainRequest
 
 MAX_PARALLEL = 64
@@ -199,19 +200,6 @@ def cancel(r, parent: str) -> list[str]:
     r.hset(record_key(parent), "cancelled", 1)
     rec = EnsembleRecord.load(r, parent)
     return rec.members if rec else []
-
-
-def live_train_workers(r) -> int:
-    """Live workers (announced within their TTL) that serve the train queue."""
-    n = 0
-    for key in r.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200):
-        raw = r.get(key)
-        try:
-            if raw and TRAIN_QUEUE in (json.loads(raw).get("queues") or []):
-                n += 1
-        except ValueError:
-            continue
-    return n
 
 
 def dispatch_limit(r, parallel: int) -> int:

@@ -176,7 +176,7 @@ class LocalStack:
         or not announced yet)."""
         import redis
 
-        from digitq.common.names import WORKER_KEY_PREFIX
+        from digitq.common.announcements import announced
         from digitq.common.redis_client import make_redis
 
         url, pid = self.broker_url(), self._pid("worker.pid")
@@ -184,8 +184,7 @@ class LocalStack:
             return None
         try:
             r = make_redis(url, self.settings, socket_connect_timeout=2, socket_timeout=5)
-            for key in r.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200):
-                info = json.loads(r.get(key) or "null") or {}
+            for info in announced(r):
                 if info.get("pid") == pid and info.get("current_job"):
                     return info["current_job"].get("job_id")
         except (redis.exceptions.RedisError, ValueError):

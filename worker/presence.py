@@ -13,7 +13,8 @@ import time
 from pathlib import Path
 
 from digitq.common.errors import DigitqError
-from digitq.common.names import WORKER_KEY_PREFIX, log_key, worker_key
+from digitq.common.announcements import announced
+from digitq.common.names import log_key, worker_key
 
 ANNOUNCE_INTERVAL = 10.0
 """Seconds between two refreshes of a worker's announcement."""
@@ -55,9 +56,7 @@ def volume_id(home: Path) -> str:
 def check_shared_volume(r, node: str, volume: str, home: Path) -> None:
     """DigitqError (one line) when a live worker other than `node` announces another volume id
     than `volume`: this worker's DIGITQ_HOME is not the shared volume the others use."""
-    for key in r.scan_iter(match=WORKER_KEY_PREFIX + "*", count=200):
-        raw = r.get(key)
-        info = json.loads(raw) if raw else {}
+    for info in announced(r):
         if info.get("node") != node and info.get("volume") and info["volume"] != volume:
             raise DigitqError(
                 f"DIGITQ_HOME {home} is not the shared volume the other workers use ({info['node']} on "
