@@ -47,7 +47,7 @@ from pathlib import Path  # noqa: E402
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="cnn", help="cnn, seed-cnn or mlp (digitq's architectures)")
+    p.add_argument("--arch", default=None, help="one of digitq's architectures (default: the default job's)")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=None, help="per replica (default: the architecture's)")
     p.add_argument("--seed", type=int, default=0)
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     phases = {"import": time.perf_counter() - t}
 
     request = TrainRequest.from_dict(dict(
-        arch=args.arch, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        arch=args.arch or TrainRequest().arch, epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         validation_size=args.validation_size, train_size=args.train_size, test_size=args.test_size))
 
     t = time.perf_counter()
@@ -168,6 +168,8 @@ def main(argv=None) -> int:
 
     timer = EpochTimer()
     callbacks = [timer]
+    if hp.ema:  # validation scores the weights' moving average, as the service's does (Keras' own callback)
+        callbacks.append(keras.callbacks.SwapEMAWeights())
     steady = None
     if args.steady:
         steady = SteadyTimer(warm=max(1, min(10, steps_per_epoch // 4)))

@@ -64,10 +64,12 @@ class Stack:
         return dict(os.environ, DIGITQ_BROKER_URL=self.url, DIGITQ_HOME=str(self.home),
                     DIGITQ_DATA_DIR=str(self.data_dir), DIGITQ_CPU_REPLICAS="1", TF_CPP_MIN_LOG_LEVEL="2")
 
-    def start_worker(self, core: int) -> None:
+    def start_worker(self, core: int | None) -> None:
+        """A worker pinned to `core`, or (None) on every core."""
         logf = open(self.scratch / f"worker-{core}.log", "ab")
+        pin = ["taskset", "-c", str(core)] if core is not None else []
         self.workers[core] = subprocess.Popen(
-            ["taskset", "-c", str(core), sys.executable, "-m", "digitq.worker", "--queues", "train",
+            [*pin, sys.executable, "-m", "digitq.worker", "--queues", "train",
              "--hostname", f"core{core}@bench", "--loglevel", "INFO"],
             stdout=logf, stderr=subprocess.STDOUT, env=self.env(), start_new_session=True)
 

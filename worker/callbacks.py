@@ -8,6 +8,7 @@ done before this `fit`) on the callbacks that count batches."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Callable
 import keras
 
 from digitq.common.errors import JobCancelled, JobHandedBack
-from digitq.worker import prometheus
+from digitq.worker import compat, prometheus
 from digitq.worker.backup import BackupStore
 from digitq.worker.job_folder import read_json, write_json
 
@@ -27,6 +28,38 @@ PROGRESS_INTERVAL = 0.5
 
 CANCEL_CHECK_INTERVAL = 1.0
 """Seconds between two looks at the job's cancel flag in Redis."""
+
+
+def uses_ema(model) -> bool:
+    return bool(getattr(getattr(model, "optimizer", None), "use_ema", False))
+
+
+@contextlib.contextmanager
+def ema_weights(model):
+    """Within the block, `model` holds its optimizer's moving average of the weights (when the
+    recipe keeps one: model.make_optimizer), the model `fit` will leave at its end."""
+    if not uses_ema(model) or not getattr(model.optimizer, "built", False):
+        yield
+        return
+    compat.swap_ema_weights(model)
+    try:
+        yield
+    finally:
+        compat.swap_ema_weights(model)
+
+
+class EmaValidation(keras.callbacks.Callback):
+    """Validation inside `fit` scores the moving average of the weights, like the saved model."""
+
+    def on_test_begin(self, logs=None):
+        self._swapped = uses_ema(self.model)
+        if self._swapped:
+            compat.swap_ema_weights(self.model)
+
+    def on_test_end(self, logs=None):
+        if getattr(self, "_swapped", False):
+            compat.swap_ema_weights(self.model)
+            self._swapped = False
 
 
 class ProgressCallback(keras.callbacks.Callback):
@@ -148,7 +181,8 @@ class HistoryCallback(keras.callbacks.Callback):
         entry["train_elapsed"] = round(sum(e["seconds"] for e in self.entries) + seconds, 3)
         if self.test is not None:
             x, y = self.test
-            probs = self.model.predict(x, verbose=0)
+            with ema_weights(self.model):
+                probs = self.model.predict(x, verbose=0)
             entry["test_accuracy"] = float((probs.argmax(axis=1) == y).mean())
         self.entries.append(entry)
         write_json(self.path, self.entries, commit=self.commit)

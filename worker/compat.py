@@ -25,6 +25,12 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
 - Optuna keeps a trial's storage id, which `Trial(study, trial_id)` needs in the worker that
   reports a trial another worker asked, only as `_trial_id` (`optuna_trial_id`;
   tests/unit/test_sweep_space.py checks it).
+- Keras swaps a model's weights with its optimizer's moving average of them (`use_ema`) only
+  inside its SwapEMAWeights callback, whose predict hooks never swap back (keras 3.15);
+  `swap_ema_weights` calls that callback's swap itself (it handles MirroredStrategy's variables).
+  Its optimizers update that average with a fixed momentum from the first step
+  (`_update_model_variables_moving_average`), so a short run's average stays close to the
+  random initial weights; `with_ema_warm_up` overrides that update with a rising momentum.
 
 Celery's result-backend key format is in digitq.common.celery_keys, where the client can import it.
 Nothing here imports Celery's worker, Keras or TensorFlow until a function is called.
@@ -182,3 +188,35 @@ def optuna_trial_id(trial) -> int:
     """The storage id of an Optuna trial (Trial or FrozenTrial): `Trial(study, trial_id)` rebuilds
     a trial that another process asked, and Optuna keeps the id only as the private `_trial_id`."""
     return int(trial._trial_id)
+
+
+def swap_ema_weights(model) -> None:
+    """Exchange `model`'s trainable weights with its optimizer's moving average of them; calling
+    it twice restores both. The optimizer must have been built with use_ema=True."""
+    import keras
+
+    swap = keras.callbacks.SwapEMAWeights()
+    swap.set_model(model)
+    swap._swap_variables()
+
+
+def with_ema_warm_up(optimizer_class):
+    """A subclass of the Keras optimizer class whose moving average of the weights (use_ema) warms
+    up: momentum min(ema_momentum, (1 + step) / (10 + step)), as TensorFlow's
+    ExponentialMovingAverage with num_updates, so that after a few dozen steps the average
+    already follows the weights instead of the initialisation."""
+    from keras import ops
+
+    class WarmEma(optimizer_class):
+        def _update_model_variables_moving_average(self, trainable_variables):
+            if not self.use_ema:
+                return
+            step = ops.cast(self.iterations, "float32")
+            momentum = ops.minimum(self.ema_momentum, (1.0 + step) / (10.0 + step))
+            for var, average in zip(trainable_variables, self._model_variables_moving_average):
+                if average is not None:
+                    m = ops.cast(momentum, var.dtype)
+                    average.assign(ops.add(ops.multiply(m, average), ops.multiply(ops.subtract(1, m), var)))
+
+    WarmEma.__name__ = optimizer_class.__name__  # what logs and reports call it
+    return WarmEma

@@ -137,6 +137,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     history_cb = cb.HistoryCallback(folder / "history.json", len(ds.train), test=track, start_epoch=resume.epoch,
                                     resumed=resumed, steps_per_epoch=steps_per_epoch, commit=commit)
     callbacks = [cb.CancelCallback(should_stop)] if should_stop is not None else []  # first: a lost lease stops
+    callbacks += [cb.EmaValidation()] if hp.ema else []
     callbacks += [  # the job before any other callback writes
         history_cb,  # before the backup: an epoch's entry is written before a backup counts it done
         cb.BackupCallback(store, steps_per_epoch, every=request.save_every_batches, hand_back=shutdown.requested),

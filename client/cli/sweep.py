@@ -21,6 +21,7 @@ from rich.text import Text
 from digitq.client.cli import session
 from digitq.client.cli.output import INTERRUPTED_EXIT, err, friendly_errors, line, note, out, pct, print_json
 from digitq.common.errors import InvalidRequest, JobCancelled, JobFailed
+from digitq.common.schemas import ARCHITECTURES, train_field
 from digitq.common.sweep import PRUNERS, SAMPLERS, SEARCHABLE, make_sweep_request, short_params
 
 app = typer.Typer()
@@ -117,7 +118,8 @@ def sweep(
     pruner: Annotated[str, typer.Option(help="Stop bad trials early by val accuracy: " + ", ".join(PRUNERS) + ".")] = "asha",
     sampler: Annotated[str, typer.Option(help="How trials are chosen: " + ", ".join(SAMPLERS) + ".")] = "tpe",
     name: Annotated[str, typer.Option(help="Register the best trial's model under this name.")] = "digits",
-    arch: Annotated[str, typer.Option(help="Architecture of every trial: cnn, seed-cnn or mlp.")] = "cnn",
+    arch: Annotated[str, typer.Option(help="Architecture of every trial: " + ", ".join(ARCHITECTURES) + ".")
+                    ] = train_field("arch").default,
     epochs: Annotated[int, typer.Option(help="Epochs per trial (unless searched).")] = 5,
     train_size: Annotated[Optional[int], typer.Option(help="Train on only the first N images. [default: all]")] = None,
     validation_size: Annotated[int, typer.Option(help="Validation images: trials are compared on them.")] = 5000,

@@ -106,7 +106,7 @@ def built(tmp_path_factory, data_dir):
         from digitq.common.schemas import TrainRequest
         from digitq.worker.model import build_model, compile_model, resolve_hparams
         res = {}
-        for arch in ("cnn", "seed-cnn", "mlp"):
+        for arch in ("fast-cnn", "cnn", "seed-cnn", "mlp"):
             m = build_model(resolve_hparams(TrainRequest(arch=arch)))
             p = m.predict(np.zeros((2, 28, 28, 1), np.uint8), verbose=0)
             res[arch] = {"shape": list(p.shape), "sum": float(p.sum()), "params": m.count_params(),
@@ -122,7 +122,7 @@ def built(tmp_path_factory, data_dir):
         x = np.random.default_rng(0).integers(0, 255, (64, 28, 28, 1)).astype("uint8")
         y = keras.utils.to_categorical(np.arange(64) % 10, 10)
         h = m.fit(x, y, epochs=2, batch_size=32, verbose=0)
-        res["mixed"] = {"out": str(m.output.dtype), "conv": str(m.get_layer("s1a_conv").compute_dtype),
+        res["mixed"] = {"out": str(m.output.dtype), "conv": str(next(l for l in m.layers if isinstance(l, keras.layers.Conv2D)).compute_dtype),
                         "opt": m.optimizer.__class__.__name__, "loss": h.history["loss"]}
         print(json.dumps(res))
     """, env)
@@ -130,7 +130,7 @@ def built(tmp_path_factory, data_dir):
 
 def test_every_architecture_builds_and_takes_raw_pixels(built):
     out = built
-    for arch in ("cnn", "seed-cnn", "mlp"):
+    for arch in ("fast-cnn", "cnn", "seed-cnn", "mlp"):
         assert out[arch]["shape"] == [2, 10] and out[arch]["sum"] == pytest.approx(2.0, abs=1e-4)
     seed = {name: rest for name, *rest in out["seed"]}
     assert seed["conv1"][:2] == [32, [5, 5]] and seed["conv2"][:2] == [64, [5, 5]]

@@ -85,7 +85,7 @@ try:
     mixed = M.build_model(hp)
 finally:
     keras.mixed_precision.set_global_policy("float32")
-out["bf16"] = [mixed.get_layer("s1a_conv").compute_dtype, str(mixed.predict(x[:4], verbose=0).dtype)]
+out["bf16"] = [next(l for l in mixed.layers if isinstance(l, keras.layers.Conv2D)).compute_dtype, str(mixed.predict(x[:4], verbose=0).dtype)]
 
 keras.Model(model.inputs, model.outputs, name=model.name).save(folder / "model.keras")
 np.save(folder / "probe.npy", x[:256])

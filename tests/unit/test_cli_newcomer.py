@@ -177,7 +177,8 @@ def test_a_good_run_names_the_model_version_it_used(tmp_path):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["--conv-channels", "32,64"], "conv_channels for cnn takes 3 numbers (one per stage), got 2: 32,64"),
+    (["--conv-channels", "32,64,128"], "conv_channels for fast-cnn takes 2 numbers (one per stage), got 3: 32,64,128"),
+    (["--arch", "cnn", "--conv-channels", "32,64"], "conv_channels for cnn takes 3 numbers (one per stage), got 2: 32,64"),
     (["--arch", "seed-cnn", "--conv-channels", "8,16,32"], "conv_channels for seed-cnn takes 2 numbers"),
     (["--arch", "mlp", "--conv-channels", "8"], "mlp has no conv stages"),
     (["--timeout", "-5", "--wait"], "--timeout must be a number of seconds > 0, got -5"),

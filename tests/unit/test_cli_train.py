@@ -99,9 +99,9 @@ def test_option_defaults_are_the_schemas():
 def test_help_shows_the_architectures_defaults(cli):
     r = cli("submit-train", "--help")
     assert r.exit_code == 0
-    text = " ".join(r.stdout.split()).replace("seed- cnn", "seed-cnn")  # click wraps at a hyphen
-    assert "Label smoothing, 0 to 0.5. The model then never gets fully sure: with 0.1 a clean digit's confidence tops out near 93%. [default: the architecture's (cnn 0.1, seed-cnn 0, mlp 0)]" in text
-    assert "[default: the architecture's (cnn 128, seed-cnn 50, mlp 128)]" in text
+    text = " ".join(r.stdout.split()).replace("seed- cnn", "seed-cnn").replace("fast- cnn", "fast-cnn")  # click wraps at a hyphen
+    assert "Label smoothing, 0 to 0.5. The model then never gets fully sure: with 0.1 a clean digit's confidence tops out near 93%. [default: the architecture's (fast-cnn 0.1, cnn 0.1, seed-cnn 0, mlp 0)]" in text
+    assert "[default: the architecture's (fast-cnn 256, cnn 128, seed-cnn 50, mlp 128)]" in text
 
 
 def test_wait_prints_the_result_table(cli):

@@ -121,7 +121,7 @@ result = train(request, "gpu-check-job", settings)
 import keras
 model = keras.models.load_model(result.model_path, compile=False)
 print(json.dumps({"strategy": type(strategy).__name__, "replicas_in_sync": strategy.num_replicas_in_sync,
-                  "result": result.to_dict(), "conv_dtype": model.get_layer("s1a_conv").compute_dtype,
+                  "result": result.to_dict(), "conv_dtype": next(l for l in model.layers if isinstance(l, keras.layers.Conv2D)).compute_dtype,
                   "output_dtype": model.get_layer("probabilities").compute_dtype}))
 """
 

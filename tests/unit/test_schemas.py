@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from digitq.common.errors import InvalidRequest, InvalidResult
 from digitq.common.registry import parse_model_ref
@@ -60,7 +60,7 @@ json_values = st.recursive(
 )
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a loaded machine
 @given(st.dictionaries(st.sampled_from(list(TrainRequest().to_dict()) + ["junk"]), json_values, max_size=6))
 def test_any_json_message_is_either_a_valid_request_or_an_invalid_request_error(payload):
     try:
@@ -68,10 +68,10 @@ def test_any_json_message_is_either_a_valid_request_or_an_invalid_request_error(
     except InvalidRequest as exc:
         assert str(exc) and "\n" not in str(exc)
     else:
-        assert 1 <= r.epochs <= 1000 and r.arch in ("cnn", "seed-cnn", "mlp")
+        assert 1 <= r.epochs <= 1000 and r.arch in ARCHITECTURES
 
 
-@hsettings(max_examples=300, deadline=None)
+@hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])  # a loaded machine
 @given(st.text(max_size=80))
 def test_job_ids_and_model_names_never_carry_path_parts(text):
     for check in (check_job_id, check_model_name):
@@ -178,6 +178,6 @@ def test_every_architecture_has_every_default_and_the_texts_say_them():
     assert set(ARCH_DEFAULTS) == set(ARCHITECTURES)
     keys = {k for d in ARCH_DEFAULTS.values() for k in d}
     assert all(set(d) == keys for d in ARCH_DEFAULTS.values())
-    assert default_text("label_smoothing") == "the architecture's (cnn 0.1, seed-cnn 0, mlp 0)"
+    assert default_text("label_smoothing") == "the architecture's (fast-cnn 0.1, cnn 0.1, seed-cnn 0, mlp 0)"
     assert default_text("epochs") == "5" and default_text("standardize") == "on" and default_text("jit") == "off"
     assert default_text("train_size") == "all"

@@ -17,17 +17,17 @@ from digitq.common.sweep import SweepRequest, make_sweep_request, parse_space
 
 
 def test_param_strings_and_a_file_make_one_space_with_fixed_options():
-    space, fixed = parse_space(["lr=loguniform:1e-4:1e-2", "bs=choice:64,128,256", "widths=choice:16-32-64,32-64-128",
+    space, fixed = parse_space(["lr=loguniform:1e-4:1e-2", "bs=choice:64,128,256", "widths=choice:16-32,32-48",
                                 "augment=none"],
                                json.dumps({"dropout": "uniform:0:0.5", "dense_units": {"type": "logint", "low": 16,
                                                                                        "high": 256}}))
     assert space["learning_rate"] == {"type": "loguniform", "low": "1e-4", "high": "1e-2"}
     assert set(space) == {"learning_rate", "batch_size", "conv_channels", "dropout", "dense_units"}
     assert fixed == {"augment": "none"}
-    req = make_sweep_request(["lr=loguniform:1e-4:1e-2", "bs=choice:64,128", "widths=choice:16-32-64,32-64-128",
+    req = make_sweep_request(["lr=loguniform:1e-4:1e-2", "bs=choice:64,128", "widths=choice:16-32,32-48",
                               "augment=none", "epochs=int:2:6"], trials=20, parallel=4, name="s", train_size=5000)
     assert req.space["learning_rate"] == {"type": "loguniform", "low": 1e-4, "high": 1e-2}
-    assert req.space["conv_channels"]["choices"] == [[16, 32, 64], [32, 64, 128]]
+    assert req.space["conv_channels"]["choices"] == [[16, 32], [32, 48]]
     assert req.base["augment"] == "none" and req.base["train_size"] == 5000 and req.max_epochs() == 6
     assert SweepRequest.from_dict(req.to_dict()) == req  # what the worker reads back from Redis
 
@@ -54,7 +54,7 @@ BAD = [
     (["-p", "arch=choice:cnn,mlp"], "cannot be searched"),
     (["-p", "colour=choice:red"], "unknown training option"),
     (["-p", "lr=gaussian:1:2"], "not a number"),
-    (["-p", "widths=choice:8-16"], "conv_channels"),
+    (["-p", "widths=choice:8-16-32"], "conv_channels"),
     (["-p", "lr=uniform:1e-4:1e-2", "--trials", "0"], "--trials"),
     (["-p", "lr=uniform:1e-4:1e-2", "--trials", "501"], "--trials"),
     (["-p", "lr=uniform:1e-4:1e-2", "--parallel", "0"], "--parallel"),
