@@ -56,15 +56,24 @@ from digitq.worker.model import build_model, fold_batch_norm, resolve_hparams
 from digitq.worker.predict import ModelCache
 
 rng = np.random.default_rng(0)
-model = build_model(resolve_hparams(TrainRequest()))
-for layer in model.layers:  # batch-norm statistics far from the identity, as after training
-    if isinstance(layer, keras.layers.BatchNormalization):
-        n = layer.gamma.shape[0]
-        layer.set_weights([rng.uniform(0.5, 2, n), rng.normal(0, 1, n), rng.normal(0, 3, n), rng.uniform(0.1, 9, n)])
+def trained_like(arch, gamma_low=0.5):
+    m = build_model(resolve_hparams(TrainRequest(arch=arch)))
+    for layer in m.layers:  # batch-norm statistics far from the identity, as after training
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(gamma_low, 2, n), rng.normal(0, 1, n), rng.normal(0, 3, n),
+                               rng.uniform(0.1, 9, n)])
+    return m
+
 digits = rng.integers(0, 256, (64, 28, 28, 1)).astype(np.uint8)
-folded = fold_batch_norm(model)
 kinds = lambda m: sorted({type(l).__name__ for l in m.layers})
-gap = float(np.abs(np.asarray(folded.predict_on_batch(digits)) - np.asarray(model.predict_on_batch(digits))).max())
+gaps = lambda a, b: float(np.abs(np.asarray(a.predict_on_batch(digits)) - np.asarray(b.predict_on_batch(digits))).max())
+model = trained_like("fast-cnn")  # conv, max-pool, batch norm
+folded = fold_batch_norm(model)
+gap = gaps(folded, model)
+cnn = trained_like("cnn")  # conv, batch norm
+cnn_folded = fold_batch_norm(cnn)
+negative = trained_like("fast-cnn", gamma_low=-2)  # a negative scale: max-pooling would become min-pooling
 
 inputs = keras.Input((28, 28, 1))
 conv = keras.layers.Conv2D(4, 3, padding="same")(inputs)
@@ -79,6 +88,8 @@ model.save(folder / "model.keras")
 cached = ModelCache().get(folder / "model.keras", Settings(home=folder, data_dir=folder, broker_url=None,
                                                                   result_backend=None))
 print(json.dumps({"before": kinds(model), "after": kinds(folded), "gap": gap,
+                  "cnn_after": kinds(cnn_folded), "cnn_gap": gaps(cnn_folded, cnn),
+                  "negative_kept": fold_batch_norm(negative) is negative,
                   "skip_kept": fold_batch_norm(skip) is skip, "seed_kept": fold_batch_norm(seed) is seed,
                   "cached": kinds(cached)}))
 """
@@ -91,5 +102,7 @@ def test_batch_norm_is_folded_into_the_convolutions_for_inference(tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert "BatchNormalization" in out["before"] and "BatchNormalization" not in out["after"]
     assert "BatchNormalization" not in out["cached"]  # what the worker serves
-    assert out["gap"] < 1e-5  # the same probabilities, up to float32 rounding
+    assert out["gap"] < 1e-5 and out["cnn_gap"] < 1e-5  # the same probabilities, up to float32 rounding
+    assert "BatchNormalization" not in out["cnn_after"]
+    assert out["negative_kept"]  # a batch norm after pooling with a negative scale cannot move before it
     assert out["skip_kept"] and out["seed_kept"]  # not a chain / nothing to fold: the model as it is
