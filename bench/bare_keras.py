@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     from digitq.worker import data
     from digitq.worker.devices import configure_devices, make_strategy, onednn_enabled
     from digitq.worker.augment import make_augmenter
-    from digitq.worker.model import build_model, compile_model, resolve_hparams
+    from digitq.worker.model import build_model, compile_model, keep_average, resolve_hparams
     from digitq.worker.train import PREDICT_BATCH, _pixel_stats
 
     phases = {"import": time.perf_counter() - t}
@@ -177,6 +177,7 @@ def main(argv=None) -> int:
 
     t_timed = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=request.epochs, callbacks=callbacks, shuffle=False, verbose=0)
+    keep_average(model)  # the weights' moving average, where the recipe keeps one, is the model
     phases["fit"] = time.perf_counter() - t_timed
 
     t = time.perf_counter()

@@ -8,7 +8,6 @@ done before this `fit`) on the callbacks that count batches."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from digitq.common.errors import JobCancelled, JobHandedBack
 from digitq.worker import compat, prometheus
 from digitq.worker.backup import BackupStore
 from digitq.worker.job_folder import read_json, write_json
+from digitq.worker.model import ema_weights, uses_ema
 
 log = logging.getLogger("digitq.worker.train")
 
@@ -30,29 +30,11 @@ CANCEL_CHECK_INTERVAL = 1.0
 """Seconds between two looks at the job's cancel flag in Redis."""
 
 
-def uses_ema(model) -> bool:
-    return bool(getattr(getattr(model, "optimizer", None), "use_ema", False))
-
-
-@contextlib.contextmanager
-def ema_weights(model):
-    """Within the block, `model` holds its optimizer's moving average of the weights (when the
-    recipe keeps one: model.make_optimizer), the model `fit` will leave at its end."""
-    if not uses_ema(model) or not getattr(model.optimizer, "built", False):
-        yield
-        return
-    compat.swap_ema_weights(model)
-    try:
-        yield
-    finally:
-        compat.swap_ema_weights(model)
-
-
 class EmaValidation(keras.callbacks.Callback):
     """Validation inside `fit` scores the moving average of the weights, like the saved model."""
 
     def on_test_begin(self, logs=None):
-        self._swapped = uses_ema(self.model)
+        self._swapped = uses_ema(self.model)  # built: fit has taken a step
         if self._swapped:
             compat.swap_ema_weights(self.model)
 

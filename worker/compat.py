@@ -30,7 +30,9 @@ changes it breaks here, and tests/unit/test_adapters.py says which one and how:
   `swap_ema_weights` calls that callback's swap itself (it handles MirroredStrategy's variables).
   Its optimizers update that average with a fixed momentum from the first step
   (`_update_model_variables_moving_average`), so a short run's average stays close to the
-  random initial weights; `with_ema_warm_up` overrides that update with a rising momentum.
+  random initial weights; `with_ema_warm_up` overrides that update with a rising momentum. They
+  also copy the average into the model at the end of every `fit` (`finalize_variable_values`),
+  which `with_ema_warm_up` leaves to digitq (training may take several fits).
 
 Celery's result-backend key format is in digitq.common.celery_keys, where the client can import it.
 Nothing here imports Celery's worker, Keras or TensorFlow until a function is called.
@@ -204,7 +206,8 @@ def with_ema_warm_up(optimizer_class):
     """A subclass of the Keras optimizer class whose moving average of the weights (use_ema) warms
     up: momentum min(ema_momentum, (1 + step) / (10 + step)), as TensorFlow's
     ExponentialMovingAverage with num_updates, so that after a few dozen steps the average
-    already follows the weights instead of the initialisation."""
+    already follows the weights instead of the initialisation; and which puts the average into
+    the model only when asked (`use_average`), not at the end of each `fit`."""
     from keras import ops
 
     class WarmEma(optimizer_class):
@@ -217,6 +220,14 @@ def with_ema_warm_up(optimizer_class):
                 if average is not None:
                     m = ops.cast(momentum, var.dtype)
                     average.assign(ops.add(ops.multiply(m, average), ops.multiply(ops.subtract(1, m), var)))
+
+        def finalize_variable_values(self, var_list):
+            """Keras calls this at the end of every `fit` to put the average into the model; digitq
+            trains in several fits (a resumed epoch's rest, then the other epochs), so it does
+            that once, when training is done: `use_average` (model.keep_average)."""
+
+        def use_average(self, var_list):
+            super().finalize_variable_values(var_list)
 
     WarmEma.__name__ = optimizer_class.__name__  # what logs and reports call it
     return WarmEma

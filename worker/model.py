@@ -13,6 +13,7 @@ parts (tf.data, MirroredStrategy, SavedModel export) live in the worker's other 
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -204,6 +205,36 @@ def compile_model(model: keras.Model, hp: HParams, total_steps: int, jit: bool =
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
         jit_compile=jit if keras.backend.backend() == "tensorflow" else "auto",
     )
+
+
+def uses_ema(model: keras.Model) -> bool:
+    """Whether `model`'s optimizer keeps a moving average of the weights (and has built it)."""
+    optimizer = getattr(model, "optimizer", None)
+    return bool(getattr(optimizer, "use_ema", False) and getattr(optimizer, "built", False))
+
+
+@contextlib.contextmanager
+def ema_weights(model: keras.Model):
+    """Within the block, `model` holds its optimizer's moving average of the weights (when the
+    recipe keeps one), the model that training will end with."""
+    if not uses_ema(model):
+        yield
+        return
+    from digitq.worker.compat import swap_ema_weights
+
+    swap_ema_weights(model)
+    try:
+        yield
+    finally:
+        swap_ema_weights(model)
+
+
+def keep_average(model: keras.Model) -> None:
+    """At the end of training: put the moving average of the weights into the model for good.
+    (Keras would do it at the end of every `fit`; digitq trains in several fits, see
+    compat.with_ema_warm_up.)"""
+    if uses_ema(model):
+        model.optimizer.use_average(model.trainable_variables)
 
 
 def fold_batch_norm(model: keras.Model, probe=None, tolerance: float = 1e-4) -> keras.Model:

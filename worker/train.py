@@ -94,7 +94,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
 
     from digitq.worker import callbacks as cb
     from digitq.worker.augment import make_augmenter
-    from digitq.worker.model import build_model, compile_model, resolve_hparams
+    from digitq.worker.model import build_model, compile_model, keep_average, resolve_hparams
 
     hp = resolve_hparams(request)
     info = configure_devices(settings)
@@ -153,6 +153,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
             model.fit(train_ds, validation_data=val_ds, initial_epoch=first, epochs=first + 1 if offset else
                       request.epochs, steps_per_epoch=steps, callbacks=callbacks, shuffle=False,
                       verbose=0)  # the tf.data pipeline shuffles (seeded)
+        keep_average(model)  # the moving average of the weights, where the recipe keeps one, is the model
         report({"phase": "evaluating"})
         probs = None
         if has_test:

@@ -156,3 +156,35 @@ def test_kombu_records_and_acks_unacked_messages_the_way_the_full_redis_patch_ex
         "digitq.worker.compat.hold_messages_while_full")
     append = inspect.getsource(patched.append._digitq_original)
     assert "zadd(self.unacked_index_key" in append and "hset(self.unacked_key" in append
+
+
+# --- Keras: the moving average of the weights ---------------------------------------------------
+
+
+def test_the_weights_average_warms_up_stays_out_of_the_model_until_asked_and_swaps_both_ways(keras):
+    import numpy as np
+
+    from digitq.worker.model import ema_weights, keep_average
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    opt = compat.with_ema_warm_up(keras.optimizers.Adam)(learning_rate=0.1, use_ema=True, ema_momentum=0.99)
+    model.compile(opt, "mse")
+    x, y = np.ones((8, 3), np.float32), np.zeros((8, 2), np.float32)
+    start = [w.copy() for w in model.get_weights()]
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0)  # 3 steps
+    raw = [w.copy() for w in model.get_weights()]
+    assert not np.allclose(raw[0], start[0])
+    assert opt.__class__.__name__ == "Adam"
+    average = [v.numpy() for v in opt._model_variables_moving_average]
+    # momentum min(0.99, (1 + step) / (10 + step)) = 0.1, 2/11, 3/12 for steps 0, 1, 2: the average
+    # has left the random start far more than 0.99's 1 - 0.99**3 = 3% would have.
+    moved = np.abs(average[0] - start[0]).sum() / np.abs(raw[0] - start[0]).sum()
+    assert moved > 0.5, ("Keras changed Optimizer._update_model_variables_moving_average: "
+                         "update digitq.worker.compat.with_ema_warm_up")
+    assert all(np.allclose(a, b) for a, b in zip(model.get_weights(), raw)), "fit put the average in the model"
+    with ema_weights(model):
+        assert np.allclose(model.get_weights()[0], average[0])
+    assert np.allclose(model.get_weights()[0], raw[0])  # swapped back
+    keep_average(model)
+    assert np.allclose(model.get_weights()[0], average[0])

@@ -72,9 +72,9 @@ def test_the_table_marks_what_did_not_run():
 def test_quick_is_one_small_configuration():
     args = gpu_check.parse_args(["--quick"])
     assert (args.train_size, args.test_size, args.epochs, args.batches, args.precisions, args.infer_batches) == (
-        2000, 1024, 1, (128,), ("float32",), (1024,))
+        2000, 1024, 1, (256,), ("float32",), (1024,))
     args = gpu_check.parse_args([])
-    assert args.batches == (128, 512, 2048) and args.precisions == ("float32", "bf16")
+    assert args.batches == (256, 1024, 4096) and args.precisions == ("float32", "bf16")
     assert args.epochs is None  # the recipe's own
 
 
@@ -110,7 +110,7 @@ def test_quick_check_trains_the_recipe_on_jax_and_writes_its_table(tmp_path, dat
     assert report["device"]["keras_backend"] == "jax" and report["complete"]
     assert report["config"]["train_images"] == 2000 and report["config"]["test_images"] == 1024
     (run,) = report["runs"]
-    assert (run["batch"], run["precision"], run["status"], len(run["epochs"])) == (128, "float32", "done", 1)
+    assert (run["batch"], run["precision"], run["status"], len(run["epochs"])) == (256, "float32", "done", 1)
     assert 0.0 <= run["final_test_accuracy"] <= 1.0 and run["train_images_per_s"] > 0
     assert run["inference"]["1024"] > 0
 
