@@ -29,13 +29,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ensemble_scaling import Stack, log, wait_workers, warm_up  # noqa: E402
+from ensemble_scaling import Stack, wait_workers, warm_up  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "time_to_accuracy.json"
 NOTES = REPO / "bench" / "time_to_accuracy.md"
 THRESHOLDS = (0.99, 0.995)
 GOALS = {0.99: 15.0, 0.995: 50.0}
+
+
+def log(msg: str) -> None:
+    print(f"[time_to_accuracy {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def time_to(history: list, threshold: float) -> float | None:

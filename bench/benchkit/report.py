@@ -54,6 +54,12 @@ ENSEMBLE_NOTES = Path(__file__).resolve().parent.parent / "ensemble_scaling.md"
 workers), appended before the GPU notes."""
 
 
+TRAINING_NOTES = (Path(__file__).resolve().parent.parent / "time_to_accuracy.md",
+                  Path(__file__).resolve().parent.parent / "training_speed.md")
+"""bench/time_to_accuracy.py's section (written by it) and the hand-written notes on what was tried
+for the default recipe's speed, appended first."""
+
+
 def render_report(run, base: Path) -> str:
     """BENCHMARKS.md from a run (args, machine, results, timings, plot_files, elapsed()); plot links relative
     to base, the report's folder."""
@@ -67,7 +73,7 @@ def render_report(run, base: Path) -> str:
     L += INTRO + _machine(run) + _summary(R)
     for number, name in enumerate(REPORT_ORDER, 1):
         L += _section(run, number, SECTIONS[name], base)
-    for notes in (ENSEMBLE_NOTES, GPU_NOTES, NUMBERS_NOTES):
+    for notes in (*TRAINING_NOTES, ENSEMBLE_NOTES, GPU_NOTES, NUMBERS_NOTES):
         if notes.is_file():
             L += notes.read_text().rstrip("\n").splitlines() + [""]
     return "\n".join(L).rstrip() + "\n"
