@@ -468,6 +468,8 @@ def _describe_model(arch: str, request: dict, params: int, models: int = 1) -> t
     hps = [f"batch {hp.batch_size} per replica", f"learning rate {hp.learning_rate:g} ({hp.schedule})",
            f"dropout {hp.dropout:g}", f"label smoothing {hp.label_smoothing:g}", f"weight decay {hp.weight_decay:g}",
            f"augmentation {getattr(hp, 'augment', None) or 'none'}", f"seed {request.get('seed', 0)}"]
+    if getattr(hp, "ema", 0):
+        hps.insert(-1, f"weights averaged (momentum {hp.ema:g})")
     return ", ".join(parts), ", ".join(hps)
 
 

@@ -146,7 +146,7 @@ def test_summary_states_the_numbers_and_links_every_png(job):
     for png in PNGS:
         assert f"]({png})" in text, png
     assert f"{res['test_accuracy'] * 100:.2f}% on {TEST_SIZE} MNIST test images" in text
-    assert re.search(r"^\| architecture \| `cnn`, conv channels \d+-\d+-\d+, [\d,]+ parameters \|$", text, re.M)
+    assert re.search(r"^\| architecture \| `fast-cnn`, conv channels \d+-\d+, dense \d+, [\d,]+ parameters \|$", text, re.M)
     assert "| epochs | 2 |" in text
     assert "| wall time | " in text and "training " in text
     rows = summary_rows(text)
@@ -243,7 +243,7 @@ def test_an_augmented_ensemble_averages_its_members(job):
 def test_an_ensemble_is_reported_as_its_averaged_models(job):
     ens = job["ensemble"]
     text = Path(job["e"][-1]).read_text()
-    assert "| architecture | ensemble of 2 averaged models, each `cnn`" in text
+    assert "| architecture | ensemble of 2 averaged models, each `fast-cnn`" in text
     assert "| epochs | 2 per model |" in text
     assert f"{ens['test_accuracy'] * 100:.2f}% on {TEST_SIZE} MNIST test images" in text
     each = ", ".join(f"{a * 100:.2f}%" for a in ens["member_accuracies"])
