@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -101,3 +102,13 @@ def backed_up_epochs(job_folder: Path) -> int:
             continue
         return int(state.get("epoch", 0))
     return 0
+
+
+# digitq.worker.train's "<label>: <arch> on <n> <data> images (<n> validation), ..." line
+_START = re.compile(rb": [\w-]+ on \d+ \S+ images \(\d+ validation\)")
+
+
+def training_starts(redis, job_id: str) -> list[bytes]:
+    """The lines of a job's log (Redis) that say a worker started or resumed training it."""
+    from digitq.common.names import log_key
+    return [line for line in redis.lrange(log_key(job_id), 0, -1) if _START.search(line)]

@@ -19,10 +19,10 @@ import time
 import pytest
 
 from digitq.client.api import Client
-from digitq.common.names import RUNNING_KEY, lease_key, log_key
+from digitq.common.names import RUNNING_KEY, lease_key
 from digitq.common.registry import list_models
 from digitq.common.schemas import TrainRequest
-from tests.helpers import backed_up_epochs, history, wait_for
+from tests.helpers import backed_up_epochs, history, training_starts, wait_for
 from tests.processes import RedisServer, WorkerProcess
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -180,11 +180,12 @@ def test_a_clock_ten_minutes_ahead_and_a_kill_lose_no_job_and_train_none_twice(s
         resume(skewed)
         wait_for(lambda: "dropping this duplicate delivery" in skewed.log(), 60, "Celery's restore on the skewed clock")
         wait_for(lambda: r.zcard("unacked_index") == 0, 10, "the job's only message to be acknowledged")
-        wait_for(lambda: len(history(stack.home, job)) >= 1, 120, "the first epoch")
+        # Kill once a backup covers an epoch: history.json has each epoch just before its backup.
+        wait_for(lambda: backed_up_epochs(stack.home / "jobs" / job) >= 1, 120, "the first epoch's backup")
         assert holder_pid(r, job) == trainer.proc.pid
         trainer.kill()
         killed = time.monotonic()
-        done = len(history(stack.home, job))
+        done = backed_up_epochs(stack.home / "jobs" / job)
         wait_for(lambda: holder_pid(r, job) == skewed.proc.pid, TAKEOVER_BOUND, "the job to resume on the skewed worker")
         print(f"\nkill -9 -> resumed on another worker: {time.monotonic() - killed:.1f} s")
         wait_for(lambda: len(history(stack.home, job)) > done, 120, "an epoch trained after the resume")
@@ -194,7 +195,7 @@ def test_a_clock_ten_minutes_ahead_and_a_kill_lose_no_job_and_train_none_twice(s
         resume(other)
     epochs = [e["epoch"] for e in history(stack.home, job)]
     assert epochs == list(range(1, len(epochs) + 1)) and any(e.get("resumed") for e in history(stack.home, job))
-    starts = [line for line in r.lrange(log_key(job), 0, -1) if b": mlp on " in line]
+    starts = training_starts(r, job)
     assert len(starts) == 2, "one start, one resume: never two trainings"
     assert "lost the lease" not in skewed.log()
     wait_for(lambda: not r.hexists(RUNNING_KEY, job), 10, "the cancelled job's running record to go")

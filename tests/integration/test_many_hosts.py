@@ -12,9 +12,9 @@ import os
 import pytest
 
 from digitq.client.api import Client
-from digitq.common.names import lease_key, log_key
+from digitq.common.names import lease_key
 from digitq.common.schemas import TrainRequest
-from tests.helpers import backed_up_epochs, wait_for
+from tests.helpers import backed_up_epochs, training_starts, wait_for
 from tests.processes import WorkerProcess, run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -45,7 +45,7 @@ def test_jobs_spread_over_hosts_run_once_and_survive_a_host(redis_server, tmp_pa
         r = redis_server.client()
         for j, res in zip(jobs, results):
             assert res["state"] == "SUCCESS"
-            starts = [l for l in r.lrange(log_key(j), 0, -1) if b": cnn on " in l]
+            starts = training_starts(r, j)
             assert len(starts) == 1, f"job {j} trained {len(starts)} times"
         by_host = collections.Counter(res["worker"].rsplit(":", 1)[1] for res in results)
         assert len(by_host) >= 2, f"all jobs ran on one host: {by_host}"

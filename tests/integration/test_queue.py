@@ -5,9 +5,9 @@ import json
 import pytest
 
 from digitq.client.api import Client
-from digitq.common.names import TRAIN_TASK, log_key
+from digitq.common.names import TRAIN_TASK
 from tests import helpers
-from tests.helpers import wait_for
+from tests.helpers import training_starts, wait_for
 from tests.processes import run_cli
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
@@ -114,5 +114,5 @@ def test_cancel_a_queued_job_never_runs_it(shared_worker, client_env):
     wait_for(lambda: f"Discarding revoked task: digitq.train[{queued}]" in shared_worker.log()
              or f"job {queued} cancelled" in shared_worker.log(), 60, "the worker to drop the cancelled job")
     assert client.status(queued).state == "REVOKED"
-    starts = [line for line in client.redis.lrange(log_key(queued), 0, -1) if b": cnn on " in line]
+    starts = training_starts(client.redis, queued)
     assert not starts, "the cancelled job was trained"
