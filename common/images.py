@@ -46,6 +46,7 @@ import re
 import stat
 import struct
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -283,10 +284,66 @@ def _decode_gray(data: bytes, max_pixels: int, max_bytes: int) -> np.ndarray:
         raise ImageError("empty file")
     if len(data) > max_bytes:
         raise ImageError(f"file too large: {len(data)} bytes (limit {max_bytes})")
+    size = _plain_gray_png_size(data)
+    if size is not None and 0 < size[0] * size[1] <= max_pixels:
+        gray = photos.cv2().imdecode(np.frombuffer(data, np.uint8), photos.cv2().IMREAD_UNCHANGED)
+        if gray is not None and gray.shape == (size[1], size[0]) and gray.dtype == np.uint8:
+            return gray  # else Pillow below decodes it, or says what is wrong with it
     with _pillow_errors(max_pixels):
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)  # reads the header only
     with image:
         return _gray_levels(image, max_pixels)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+_PLAIN_PNG_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"pHYs", b"tIME", b"tEXt", b"zTXt", b"iTXt"})
+"""Chunks that leave an 8-bit grey PNG's pixels as they are stored: no transparency (tRNS), no
+EXIF orientation (eXIf), no palette, colour profile or gamma that a decoder might apply."""
+
+
+def _plain_gray_png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a PNG that OpenCV decodes to exactly what Pillow's mode "L" gives
+    (8-bit grey, non-interlaced, only _PLAIN_PNG_CHUNKS, every chunk's CRC right, a complete
+    zlib stream of the right length with valid row filters, nothing after IEND: libpng then has
+    nothing to complain about on stderr); None for any other file, which Pillow then opens.
+    OpenCV decodes such a file about 4x faster than Pillow: most of a 28x28 MNIST-like PNG's
+    preprocessing time."""
+    if not data.startswith(_PNG_SIGNATURE) or len(data) < 8 + 25:
+        return None
+    pos, end, size, stream = 8, len(data), None, zlib.decompressobj()
+    rows = []
+    while pos + 12 <= end:
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        body_end = pos + 8 + length
+        if body_end + 4 > end or kind not in _PLAIN_PNG_CHUNKS:
+            return None
+        body = data[pos + 8:body_end]
+        if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, body_end)[0]:
+            return None
+        if size is None:  # the first chunk: IHDR
+            if kind != b"IHDR" or length != 13:
+                return None
+            width, height, depth, colour, compression, filtering, interlace = struct.unpack(">IIBBBBB", body)
+            if (depth, colour, compression, filtering, interlace) != (8, 0, 0, 0, 0) or width * height == 0:
+                return None
+            size = (width, height)
+        elif kind == b"IDAT":
+            try:
+                rows.append(stream.decompress(body, (width + 1) * height + 1 - sum(map(len, rows))))
+            except zlib.error:
+                return None
+        elif kind in (b"tEXt", b"zTXt", b"iTXt") and body.startswith(b"Raw profile type"):
+            return None  # Pillow reads EXIF (an orientation) from such a text chunk
+        pos = body_end + 4
+        if kind == b"IEND":
+            filtered = b"".join(rows)
+            if pos != end or not stream.eof or stream.unused_data or len(filtered) != (width + 1) * height:
+                return None
+            if max(filtered[:: width + 1]) > 4:  # each row's filter type: 0 to 4
+                return None
+            return size
+    return None
 
 
 def _gray_levels(image: Image.Image, max_pixels: int) -> np.ndarray:

@@ -67,6 +67,7 @@ class Settings:
     sentinel_master: str = DEFAULT_SENTINEL_MASTER  # DIGITQ_SENTINEL_MASTER (Sentinel URLs only)
     sentinel_password: str | None = field(default=None, repr=False)  # DIGITQ_SENTINEL_PASSWORD: the sentinels' own password, if any
     no_worker_timeout: int = DEFAULT_NO_WORKER_TIMEOUT  # seconds (DIGITQ_NO_WORKER_TIMEOUT)
+    inference_precision: str = "auto"  # DIGITQ_INFERENCE_PRECISION: one of INFERENCE_PRECISIONS
 
     @property
     def jobs_dir(self) -> Path:
@@ -99,6 +100,21 @@ def _int_env(name: str, default: int, minimum: int = 0) -> int:
 def _path_env(name: str, default: Path) -> Path:
     raw = os.environ.get(name, "").strip()
     return Path(raw).expanduser().resolve() if raw else default.expanduser().resolve()
+
+
+INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
+"""DIGITQ_INFERENCE_PRECISION: the arithmetic of a worker's predictions and evaluations. auto:
+bfloat16 on a CPU with AMX (Intel Xeon since Sapphire Rapids), where oneDNN runs it on the
+matrix units, float32 elsewhere (digitq.worker.devices.inference_precision)."""
+
+
+def _choice_env(name: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
 
 
 BROKER_SCHEMES = ("redis", "rediss", "unix", "sentinel")
@@ -171,4 +187,5 @@ def load_settings() -> Settings:
         sentinel_master=os.environ.get("DIGITQ_SENTINEL_MASTER", "").strip() or DEFAULT_SENTINEL_MASTER,
         sentinel_password=os.environ.get("DIGITQ_SENTINEL_PASSWORD", "") or None,
         no_worker_timeout=_int_env("DIGITQ_NO_WORKER_TIMEOUT", DEFAULT_NO_WORKER_TIMEOUT, 1),
+        inference_precision=_choice_env("DIGITQ_INFERENCE_PRECISION", INFERENCE_PRECISIONS),
     ))

@@ -39,6 +39,30 @@ def prefer_onednn(environ=os.environ, machine: str | None = None) -> None:
         environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty where there is no /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def inference_precision(settings: Settings, device_type: str, flags: frozenset[str] | None = None) -> str:
+    """"bfloat16" or "float32": DIGITQ_INFERENCE_PRECISION, where "auto" is bfloat16 only on a CPU
+    with AMX for bfloat16 (oneDNN's matrix units: the default net predicts about twice as fast
+    with the same answers, BENCHMARKS.md). Without AMX, bfloat16 on the CPU is emulated or barely
+    faster; on GPUs it is left to an explicit setting until measured there."""
+    if settings.inference_precision != "auto":
+        return settings.inference_precision
+    if device_type != "CPU":
+        return "float32"
+    return "bfloat16" if "amx_bf16" in (cpu_flags() if flags is None else flags) else "float32"
+
+
 def select_gpus_env(settings: Settings) -> None:
     """Restrict CUDA to the GPUs in DIGITQ_GPUS. Call before `import tensorflow`."""
     if settings.gpus and settings.gpus.lower() != "all":

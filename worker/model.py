@@ -277,6 +277,26 @@ def fold_batch_norm(model: keras.Model, probe=None, tolerance: float = 1e-4) -> 
     return folded if gap <= tolerance else model
 
 
+def with_precision(model: keras.Model, precision: str) -> keras.Model:
+    """The same classifier computing in `precision` ("float32": the model itself; "bfloat16":
+    Keras' mixed_bfloat16 policy on every layer but the input and the output, so the
+    probabilities stay float32). A model Keras cannot rebuild from its config is returned as it is."""
+    if precision == "float32":
+        return model
+    config = model.get_config()
+    try:
+        outputs = config["output_layers"]
+        output = {outputs[0]} if isinstance(outputs[0], str) else {name for name, *_ in outputs}  # one, or a list
+        for layer in config["layers"]:
+            if layer["class_name"] != "InputLayer" and layer["config"]["name"] not in output:
+                layer["config"]["dtype"] = "mixed_bfloat16"
+        rebuilt = keras.Model.from_config(config)
+        rebuilt.set_weights(model.get_weights())
+    except Exception:  # noqa: BLE001 - not a functional model digitq built: keep it as it is
+        return model
+    return rebuilt
+
+
 def _foldable(layers_: list, i: int) -> int:
     """How many layers from i fold into one convolution: 2 (conv, batch norm), 3 (conv, max-pool,
     batch norm with every scale > 0), or 0."""

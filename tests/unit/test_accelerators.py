@@ -75,3 +75,21 @@ def test_the_worker_runs_tensorflow_with_onednn_on_x86_64():
         pytest.skip("oneDNN is only chosen by digitq on x86-64")
     assert _onednn_in_fresh_tensorflow() == "1 True"
     assert _onednn_in_fresh_tensorflow(TF_ENABLE_ONEDNN_OPTS="0") == "0 False"
+
+
+def test_inference_runs_in_bfloat16_only_where_the_cpu_has_amx(tmp_path):
+    from digitq.common.settings import Settings
+    from digitq.worker.devices import cpu_flags, inference_precision
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_bf16 amx_tile\n\n"
+                       "processor\t: 1\nflags\t\t: fpu\n")
+    amx = cpu_flags(str(cpuinfo))
+    assert {"amx_bf16", "avx512_bf16"} <= amx and cpu_flags(str(tmp_path / "none")) == frozenset()
+    settings = lambda p: Settings(home=tmp_path, data_dir=tmp_path, broker_url=None, result_backend=None,  # noqa: E731
+                                  inference_precision=p)
+    assert inference_precision(settings("auto"), "CPU", amx) == "bfloat16"
+    assert inference_precision(settings("auto"), "CPU", frozenset({"avx512_bf16"})) == "float32"  # no matrix units
+    assert inference_precision(settings("auto"), "GPU", amx) == "float32"
+    assert inference_precision(settings("float32"), "CPU", amx) == "float32"
+    assert inference_precision(settings("bfloat16"), "CPU", frozenset()) == "bfloat16"

@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
+from digitq.common import images
 from digitq.common.errors import DigitqError, ImageError
 from digitq.common.folders import iter_image_files
 from digitq.common.images import (
@@ -570,6 +572,89 @@ def test_property_damaged_files_raise_only_image_error(data):
         assert "\n" not in str(exc)
     else:
         assert digit.dtype == np.uint8 and digit.shape == (28, 28)
+
+
+# --- plain 8-bit grey PNGs: decoded by OpenCV, the same pixels as Pillow's ------------------
+
+
+def png_bytes(image: Image.Image, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", **options)
+    return buffer.getvalue()
+
+
+def with_chunk(data: bytes, kind: bytes, body: bytes, before: bytes = b"IEND") -> bytes:
+    """A PNG with one more chunk (a valid CRC) inserted before the first `before` chunk."""
+    at = data.index(before) - 4
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return data[:at] + chunk + data[at:]
+
+
+def pillow_gray(data: bytes) -> np.ndarray:
+    """What Pillow alone gives: the decode before the OpenCV path (EXIF-oriented, mode L)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return images._gray_levels(image, MAX_IMAGE_PIXELS)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(1, 90), st.integers(1, 90), st.integers(0, 2**32 - 1), st.booleans(), st.booleans(), st.booleans())
+def test_property_plain_grey_pngs_take_opencv_and_decode_as_pillow_does(width, height, seed, optimize, dpi, text):
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width), dtype=np.uint8)
+    if seed % 2:  # smooth images too: other row filters win
+        pixels = np.cumsum(pixels // 64, axis=1).astype(np.uint8)
+    info = PngInfo()
+    if text:
+        info.add_text("Software", "a scanner")
+        info.add_text("Comment", "long " * 30, zip=True)
+    data = png_bytes(Image.fromarray(pixels), optimize=optimize, pnginfo=info, **({"dpi": (300, 300)} if dpi else {}))
+    assert images._plain_gray_png_size(data) == (width, height)
+    assert np.array_equal(images._decode_gray(data, MAX_IMAGE_PIXELS, 1 << 30), pixels)
+
+
+def test_other_pngs_take_pillow(tmp_path):
+    """Anything but a plain 8-bit grey PNG is Pillow's, and decodes as it did before."""
+    seven = draw_seven(size=(40, 50), width=5)
+    plain = png_bytes(seven)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated: Pillow turns it upright
+    idat = plain.index(b"IDAT") - 4
+    idat_crc = idat + 8 + struct.unpack(">I", plain[idat:idat + 4])[0]
+    others = {
+        "transparency": png_bytes(seven, transparency=255),
+        "EXIF orientation": png_bytes(seven, exif=exif),
+        "EXIF in a text chunk": with_chunk(plain, b"tEXt", b"Raw profile type exif\0\nexif\n 0\n"),
+        "gamma": with_chunk(plain, b"gAMA", struct.pack(">I", 45455), before=b"IDAT"),
+        "16-bit": png_bytes(Image.fromarray((np.asarray(seven).astype(np.uint16) * 257))),
+        "palette": png_bytes(seven.convert("P")),
+        "RGB": png_bytes(seven.convert("RGB")),
+        "data after IEND": plain + b"trailing bytes",
+        "a wrong CRC": plain[:idat_crc] + bytes([plain[idat_crc] ^ 1]) + plain[idat_crc + 1:],
+        "truncated": plain[: len(plain) // 2],
+    }
+    for name, data in others.items():
+        assert images._plain_gray_png_size(data) is None, name
+        if name == "truncated":
+            assert error_message(decode_image_bytes, data) == "truncated or corrupt image"
+        else:
+            assert np.array_equal(images._decode_gray(data, MAX_IMAGE_PIXELS, 1 << 30), pillow_gray(data)), name
+    assert images._decode_gray(others["EXIF orientation"], MAX_IMAGE_PIXELS, 1 << 30).shape == (40, 50)
+
+
+def test_a_plain_png_with_a_broken_zlib_stream_is_refused_without_opencv_noise(capfd):
+    data = bytearray(png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 30), np.uint8))))
+    at = data.index(b"IDAT") - 4
+    length = struct.unpack(">I", data[at:at + 4])[0]
+    data[at + 8 + 5] ^= 0xFF  # the deflate block's header: libpng would print "invalid stored block lengths"
+    struct.pack_into(">I", data, at + 8 + length, zlib.crc32(bytes(data[at + 4:at + 8 + length])))
+    assert images._plain_gray_png_size(bytes(data)) is None
+    assert error_message(decode_image_bytes, bytes(data)) == "truncated or corrupt image"
+    assert "libpng" not in capfd.readouterr().err
+
+
+def test_a_plain_png_over_the_pixel_limit_is_refused_before_decoding():
+    data = png_with_claimed_size(8000, 8000)
+    assert error_message(decode_image_bytes, data) == f"image too large: 8000x8000 pixels (limit {MAX_IMAGE_PIXELS})"
 
 
 def test_labelled_folder_refuses_links_out_of_the_allowed_roots(tmp_path):

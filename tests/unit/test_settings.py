@@ -97,3 +97,12 @@ def test_celery_gets_the_sentinel_transport_options(monkeypatch):
     for opts in (app.conf.broker_transport_options, app.conf.result_backend_transport_options):
         assert opts["master_name"] == "digitq" and opts["sentinel_kwargs"]["password"] == "sp"
     assert type(app.backend).__name__ == "SentinelBackend"
+
+
+def test_inference_precision_is_a_choice(monkeypatch):
+    assert load_settings().inference_precision == "auto"
+    monkeypatch.setenv("DIGITQ_INFERENCE_PRECISION", "BFloat16")
+    assert load_settings().inference_precision == "bfloat16"
+    monkeypatch.setenv("DIGITQ_INFERENCE_PRECISION", "int8")
+    with pytest.raises(DigitqError, match="^DIGITQ_INFERENCE_PRECISION must be one of auto, float32, bfloat16, got 'int8'$"):
+        load_settings()
