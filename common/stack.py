@@ -35,7 +35,8 @@ REDIS_START_TIMEOUT = 10.0
 STOP_TIMEOUT = 20.0
 """Seconds a process gets to exit after SIGTERM before SIGKILL."""
 
-WORKER_SETTINGS = ("DIGITQ_DATA_DIR", "DIGITQ_CPU_REPLICAS", "DIGITQ_GPUS", "DIGITQ_MNIST_MIRRORS")
+WORKER_SETTINGS = ("DIGITQ_DATA_DIR", "DIGITQ_CPU_REPLICAS", "DIGITQ_GPUS", "DIGITQ_MNIST_MIRRORS",
+                   "DIGITQ_INFERENCE_PRECISION")
 """The settings the embedded worker takes from the command that starts it, recorded in
 `worker.settings`: a command that queues work with other values restarts an idle worker with
 its own (README "The embedded stack and your settings")."""
@@ -48,6 +49,7 @@ def worker_settings(settings: Settings) -> dict[str, str]:
         "DIGITQ_CPU_REPLICAS": str(settings.cpu_replicas),
         "DIGITQ_GPUS": settings.gpus or "",
         "DIGITQ_MNIST_MIRRORS": ",".join(settings.mnist_mirrors),
+        "DIGITQ_INFERENCE_PRECISION": settings.inference_precision,
     }
 
 

@@ -4,7 +4,14 @@ of a job when its worker is asked to stop.
 
 A resumed job may start mid-epoch: digitq.worker.train then runs the rest of that epoch as a
 `fit` of its own before the remaining epochs, and sets `batch_offset` (batches of the epoch
-done before this `fit`) on the callbacks that count batches."""
+done before this `fit`) on the callbacks that count batches.
+
+No callback here makes Keras wait for a batch's results: Keras 3 runs the `on_train_batch_end`
+hooks of callbacks marked `async_safe` on a thread, while the next step runs, and waits for
+every step if any other callback has such a hook (converting each step's loss to a Python float
+first). Progress is the only one that needs the losses, and it is async-safe; cancellation and
+backups look between steps (`on_train_batch_begin`, which Keras calls without waiting), and
+TensorBoard writes per epoch (`EpochTensorBoard`)."""
 
 from __future__ import annotations
 
@@ -44,8 +51,24 @@ class EmaValidation(keras.callbacks.Callback):
             self._swapped = False
 
 
+class EpochTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' TensorBoard callback writing per epoch only, without its per-batch hook: with
+    update_freq="epoch" that hook wrote nowhere, but made Keras wait for every step."""
+
+    async_safe = True
+
+    def __init__(self, log_dir: str):
+        super().__init__(log_dir, write_graph=False, profile_batch=0, update_freq="epoch")
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+
 class ProgressCallback(keras.callbacks.Callback):
-    """Reports epoch, batch, loss, accuracy and ETA through `report(dict)`, at most every 0.5 s."""
+    """Reports epoch, batch, loss, accuracy and ETA through `report(dict)`, at most every 0.5 s.
+    Async-safe: Keras runs its batch hook on a thread, in order, and waits for it at epoch end."""
+
+    async_safe = True
 
     def __init__(self, report: Callable[[dict], None], epochs: int, steps_per_epoch: int, images_per_step: int):
         super().__init__()
@@ -101,16 +124,16 @@ class ProgressCallback(keras.callbacks.Callback):
 
 class CancelCallback(keras.callbacks.Callback):
     """Stops training at once (raises JobCancelled) when `should_stop()` turns true; `should_stop`
-    may raise itself (LeaseLost). Checked about once a second and at every epoch end: put it
-    first in the callbacks, so a worker woken after losing its lease stops before the backup
-    and history callbacks write."""
+    may raise itself (LeaseLost). Checked about once a second, between steps, and at every epoch
+    end: put it first in the callbacks, so a worker woken after losing its lease stops before the
+    backup and history callbacks write."""
 
     def __init__(self, should_stop: Callable[[], bool]):
         super().__init__()
         self._should_stop = should_stop
         self._last = 0.0
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_train_batch_begin(self, batch, logs=None):
         now = time.monotonic()
         if now - self._last >= CANCEL_CHECK_INTERVAL:
             self._last = now
@@ -207,10 +230,10 @@ class BackupCallback(keras.callbacks.Callback):
         return JobHandedBack(f"worker stopping: the job was backed up at epoch {epoch + 1} batch {batch} and "
                              "goes back to the queue")
 
-    def on_train_batch_end(self, batch, logs=None):
-        done = self.batch_offset + batch + 1  # batches of this epoch done
-        if done >= self.steps:  # the epoch's last batch: its end (validation, history) comes first
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:  # nothing trained since the epoch began, or since the backup this fit resumed from
             return
+        done = self.batch_offset + batch  # batches of this epoch done
         if self._handing_back():
             self._save(self._epoch, done)
             raise self._hand_back(self._epoch, done)

@@ -141,7 +141,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     callbacks += [  # the job before any other callback writes
         history_cb,  # before the backup: an epoch's entry is written before a backup counts it done
         cb.BackupCallback(store, steps_per_epoch, every=request.save_every_batches, hand_back=shutdown.requested),
-        keras.callbacks.TensorBoard(str(folder / "tensorboard"), write_graph=False, profile_batch=0),
+        cb.EpochTensorBoard(str(folder / "tensorboard")),
         cb.ProgressCallback(report, request.epochs, steps_per_epoch, global_batch),
     ]
     callbacks += extra_callbacks or []  # e.g. a sweep trial's pruning (digitq.worker.sweep)

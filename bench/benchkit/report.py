@@ -55,9 +55,10 @@ workers), appended before the GPU notes."""
 
 
 TRAINING_NOTES = (Path(__file__).resolve().parent.parent / "time_to_accuracy.md",
-                  Path(__file__).resolve().parent.parent / "training_speed.md")
+                  Path(__file__).resolve().parent.parent / "training_speed.md",
+                  Path(__file__).resolve().parent.parent / "prediction_speed.md")
 """bench/time_to_accuracy.py's section (written by it) and the hand-written notes on what was tried
-for the default recipe's speed, appended first."""
+for the default recipe's speed and for prediction's, appended first."""
 
 
 def render_report(run, base: Path) -> str:
