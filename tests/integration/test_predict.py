@@ -378,7 +378,9 @@ def test_one_image_chunks_on_a_two_replica_worker(baseline, model, folders, clie
     # A chunk smaller than the replica count once crashed Keras' batch-norm on the empty replica.
     ok(baseline.proc)
     rows = rows_by_predict(folders.main, model.name, client_env, tmp_path / "c1.csv", "--chunk-size", "1")
-    assert_same_rows(rows, baseline.rows)
+    # Same digits; probabilities to 1e-3: on a CPU with AMX the worker computes in bfloat16
+    # (DIGITQ_INFERENCE_PRECISION=auto), whose oneDNN kernels differ with the batch's shape.
+    assert_same_rows(rows, baseline.rows, tol=1e-3)
 
 
 def test_remote_folder_gives_the_same_rows_as_local(baseline, model, folders, client_env, tmp_path):
