@@ -19,7 +19,7 @@ ARCHITECTURES = ("fast-cnn", "cnn", "seed-cnn", "mlp")
 """Model architectures by name; see worker/model.py."""
 
 SCHEDULES = ("onecycle", "constant")
-AUGMENTATIONS = ("none", "shift", "affine", "elastic")
+AUGMENTATIONS = ("none", "shift", "stroke", "affine", "elastic")
 PRECISIONS = ("float32", "mixed")
 
 _ADAM = dict(adam_betas=(0.9, 0.999), ema=0.0, warmup=0.25)  # Keras' Adam defaults, no average of the weights

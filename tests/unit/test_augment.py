@@ -91,6 +91,15 @@ e1 = make_augmenter("elastic", 7)(tf.constant(x[:8])).numpy()
 e2 = make_augmenter("elastic", 7)(tf.constant(x[:8])).numpy()
 out["elastic_same_seed_same"] = bool(np.array_equal(e1, e2))
 out["other_seed_differs"] = not np.array_equal(a, c)
+stroked = make_augmenter("stroke", 0)(tf.constant(x)).numpy()
+strong = lambda images: (images > 128).sum(axis=(1, 2, 3))  # noqa: E731 - pixels surely ink
+change = strong(stroked) / strong(x)
+s1 = make_augmenter("stroke", 3)(tf.constant(x[:8])).numpy()
+s2 = make_augmenter("stroke", 3)(tf.constant(x[:8])).numpy()
+out["stroke"] = {"shape": list(stroked.shape), "range": [float(stroked.min()), float(stroked.max())],
+                 "peaks": [float(v) for v in np.unique(stroked.max(axis=(1, 2, 3)).round(3))],
+                 "thinner": float(np.mean(change < 0.85)), "thicker": float(np.mean(change > 1.3)),
+                 "same_seed_same": bool(np.array_equal(s1, s2))}
 print(json.dumps(out))
 """
 
@@ -164,3 +173,12 @@ def test_elastic_distorts_every_digit_and_keeps_it_in_frame(measured):
     assert 0.5 < e["ink_ratio_min"] and e["ink_ratio_max"] < 2.0
     assert e["range"][0] >= -1e-3 and e["range"][1] <= 255.01  # bilinear weights: no overshoot
     assert measured["elastic_same_seed_same"]
+
+
+def test_stroke_thins_and_thickens_digits_and_keeps_them_bright(measured):
+    """`stroke` (shift plus a random stroke width): some digits come out thinner, some bolder, each
+    with its brightest pixel at 255 as the clean-up of an image leaves it."""
+    s = measured["stroke"]
+    assert s["shape"] == [256, 28, 28, 1] and s["range"][0] >= 0 and s["peaks"] == [255.0]
+    assert s["thinner"] > 0.1 and s["thicker"] > 0.25  # w ~ U(-0.6, 1): both kinds, thicker more often
+    assert s["same_seed_same"]
