@@ -103,7 +103,8 @@ def _path_env(name: str, default: Path) -> Path:
 
 
 INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
-"""DIGITQ_INFERENCE_PRECISION: the arithmetic of a worker's predictions and evaluations. auto:
+"""DIGITQ_INFERENCE_PRECISION: the arithmetic of a worker's predictions (evaluations and reports
+stay float32). auto:
 bfloat16 on a CPU with AMX (Intel Xeon since Sapphire Rapids), where oneDNN runs it on the
 matrix units, float32 elsewhere (digitq.worker.devices.inference_precision)."""
 

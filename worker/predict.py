@@ -6,8 +6,9 @@ Inference runs on one device (the first GPU, else the CPU), not under MirroredSt
 predict chunk is one call), and a chunk smaller than the replica count crashed Keras'
 batch-norm on the empty replica. `predict_on_batch` on one device is much faster, for a chunk
 and most of all for a single image (BENCHMARKS.md). A loaded model has its batch-norm folded
-into its convolutions (`fold_batch_norm`), which saves CPU per image, and computes in bfloat16
-where the CPU has AMX (`devices.inference_precision`: about twice as fast there, same answers).
+into its convolutions (`fold_batch_norm`), which saves CPU per image, and for predict chunks
+computes in bfloat16 where the CPU has AMX (`devices.inference_precision`: about twice as fast
+there, the same digits); evaluations and reports compute in float32, as training scored the model.
 
     probs = predict_pixels(settings, record, pixels)     # uint8 N x 28 x 28 -> N x 10
 """
@@ -49,14 +50,18 @@ class ModelCache:
         self.size = size
         self._models: OrderedDict = OrderedDict()
 
-    def get(self, path: Path, settings: Settings):
+    def get(self, path: Path, settings: Settings, exact: bool = False):
+        """The model at `path`, batch-norm folded, in the worker's inference precision (bfloat16
+        on a CPU with AMX, `devices.inference_precision`), or in float32 with `exact`: evaluations
+        and reports, whose figures must be the training's own."""
         import keras
 
         from digitq.worker.devices import configure_devices, inference_precision
 
         device_type = configure_devices(settings)["device_type"]
+        precision = "float32" if exact else inference_precision(settings, device_type)
         try:
-            key = (str(path), path.stat().st_mtime_ns)
+            key = (str(path), path.stat().st_mtime_ns, precision)
         except OSError:
             raise NoSuchModel(f"the model file {path} is missing from the shared volume") from None
         if key in self._models:
@@ -64,7 +69,6 @@ class ModelCache:
             return self._models[key]
         from digitq.worker.model import fold_batch_norm, with_precision
 
-        precision = inference_precision(settings, device_type)
         model = with_precision(fold_batch_norm(keras.models.load_model(path, compile=False)), precision)
         # Trace the predict function now, not on the first chunk a user is waiting for. Two batch
         # sizes: on a second size TensorFlow retraces once for any batch size (reduce_retracing),
@@ -86,14 +90,15 @@ def _member_paths(settings: Settings, record: dict) -> list[Path]:
     return [resolve_within(p, [settings.home]) for p in paths]
 
 
-def predict_pixels(settings: Settings, record: dict, pixels: np.ndarray) -> np.ndarray:
-    """Probabilities (N x 10, float32) of a registered model; an ensemble averages its members."""
+def predict_pixels(settings: Settings, record: dict, pixels: np.ndarray, exact: bool = False) -> np.ndarray:
+    """Probabilities (N x 10, float32) of a registered model; an ensemble averages its members.
+    `exact`: in float32 whatever the worker's inference precision (see ModelCache.get)."""
     if len(pixels) == 0:
         return np.zeros((0, 10), np.float32)
     total = None
     paths = _member_paths(settings, record)
     for path in paths:
-        model = CACHE.get(path, settings)
+        model = CACHE.get(path, settings, exact)
         probs = np.concatenate([np.asarray(model.predict_on_batch(pixels[i:i + PREDICT_BATCH, :, :, None]))
                                 for i in range(0, len(pixels), PREDICT_BATCH)])
         total = probs if total is None else total + probs
@@ -185,6 +190,6 @@ def run_evaluate(payload, settings: Settings, r) -> dict:
         skipped = []
     else:
         _, x, y, skipped = load_labelled_dataset(settings, req.dataset)
-    scores = score_predictions(predict_pixels(settings, record, x), y)
+    scores = score_predictions(predict_pixels(settings, record, x, exact=True), y)
     return EvaluateResult(model=f"{record['name']}:{record['version']}", dataset=req.dataset, images=int(len(y)),
                           skipped=[list(e) for e in skipped], **scores).to_dict()

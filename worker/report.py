@@ -315,8 +315,8 @@ def _classify_test_set(settings: Settings, job: dict) -> dict:
     m = load_mnist(settings)
     n = job["request"].get("test_size") or len(m["test_labels"])
     x, y = m["test_images"][:n], m["test_labels"][:n].astype(np.int64)
-    probs = predict_pixels(settings, job["record"], x)
-    model = CACHE.get(job["model_paths"][0], settings)  # the members of an ensemble are alike
+    probs = predict_pixels(settings, job["record"], x, exact=True)  # the training's own figures
+    model = CACHE.get(job["model_paths"][0], settings, exact=True)  # the members of an ensemble are alike
     return {"x": x, "y": y, "probs": probs, "predicted": probs.argmax(axis=1), "params": int(model.count_params()),
             "models": len(job["model_paths"])}
 
