@@ -7,6 +7,8 @@ rows show which pixels reached which file; it knows one model, so no Redis is ne
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import csv
 import io
 import math
@@ -148,7 +150,11 @@ def test_prefetched_chunks_give_the_same_rows_and_tasks(folder):
 
 
 def test_pixels_go_beside_the_message_and_are_deleted_once_read(folder):
-    rows, client = run(folder, processes=2, window=2)
+    # Every chunk preprocessed before the first is sent, so the window fills whatever the
+    # preprocessing processes' start-up costs (the fake client's results are there at once).
+    early = prefetch_folder(str(folder), chunk_size=4, window=2, batch_id="b", processes=2)
+    concurrent.futures.wait([entry["future"] for entry in early.entries])
+    rows, client = run(folder, processes=2, window=2, prefetch=early)
     assert len(rows) == 23 and len(client.task_ids) == 6
     assert client.values == {}  # every chunk's pixels deleted once its result was read
     assert sorted(client.forgotten) == sorted(client.task_ids)  # and its result (read in order, sent as ready)
