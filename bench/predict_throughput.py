@@ -271,16 +271,20 @@ def load_keras_model(path: str):
     return keras.models.load_model(path, compile=False), tf.__version__, keras.__version__
 
 
-def bench_keras(model, x: np.ndarray, y: np.ndarray, batch: int, repeats: int) -> dict:
-    inputs = x[..., None]
-    model.predict(inputs, batch_size=batch, verbose=0)  # first call (tracing, kernel set-up): not timed
+def _timed_probs(run, y: np.ndarray, repeats: int) -> dict:
+    """`run()` (-> probabilities) timed `repeats` times; the last run's accuracy against `y`."""
     times, probs = [], None
     for _ in range(repeats):
         started = time.perf_counter()
-        probs = model.predict(inputs, batch_size=batch, verbose=0)
+        probs = run()
         times.append(time.perf_counter() - started)
-    acc = float(np.mean(np.argmax(probs, axis=1) == y))
-    return {"times": times, "accuracy": acc}
+    return {"times": times, "accuracy": float(np.mean(np.argmax(probs, axis=1) == y[: len(probs)]))}
+
+
+def bench_keras(model, x: np.ndarray, y: np.ndarray, batch: int, repeats: int) -> dict:
+    inputs = x[..., None]
+    model.predict(inputs, batch_size=batch, verbose=0)  # first call (tracing, kernel set-up): not timed
+    return _timed_probs(lambda: model.predict(inputs, batch_size=batch, verbose=0), y, repeats)
 
 
 def bench_keras_files(model, files: list[Path], y: np.ndarray, batch: int, repeats: int) -> dict:
@@ -290,13 +294,7 @@ def bench_keras_files(model, files: list[Path], y: np.ndarray, batch: int, repea
         x = np.stack([np.asarray(Image.open(p).convert("L")) for p in files])
         return model.predict((255 - x)[..., None], batch_size=batch, verbose=0)
 
-    times, probs = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        probs = run()
-        times.append(time.perf_counter() - started)
-    acc = float(np.mean(np.argmax(probs, axis=1) == y[: len(files)]))
-    return {"times": times, "accuracy": acc}
+    return _timed_probs(run, y, repeats)
 
 
 BARE_SCRIPT = """

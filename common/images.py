@@ -286,7 +286,8 @@ def _decode_gray(data: bytes, max_pixels: int, max_bytes: int) -> np.ndarray:
         raise ImageError(f"file too large: {len(data)} bytes (limit {max_bytes})")
     size = _plain_gray_png_size(data)
     if size is not None and 0 < size[0] * size[1] <= max_pixels:
-        gray = photos.cv2().imdecode(np.frombuffer(data, np.uint8), photos.cv2().IMREAD_UNCHANGED)
+        cv2 = photos.cv2()
+        gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if gray is not None and gray.shape == (size[1], size[0]) and gray.dtype == np.uint8:
             return gray  # else Pillow below decodes it, or says what is wrong with it
     with _pillow_errors(max_pixels):
@@ -312,7 +313,7 @@ def _plain_gray_png_size(data: bytes) -> tuple[int, int] | None:
     if not data.startswith(_PNG_SIGNATURE) or len(data) < 8 + 25:
         return None
     pos, end, size, stream = 8, len(data), None, zlib.decompressobj()
-    rows = []
+    rows, inflated = [], 0  # the decompressed IDAT data so far, and its length
     while pos + 12 <= end:
         length, kind = struct.unpack_from(">I4s", data, pos)
         body_end = pos + 8 + length
@@ -330,16 +331,17 @@ def _plain_gray_png_size(data: bytes) -> tuple[int, int] | None:
             size = (width, height)
         elif kind == b"IDAT":
             try:
-                rows.append(stream.decompress(body, (width + 1) * height + 1 - sum(map(len, rows))))
+                rows.append(stream.decompress(body, (width + 1) * height + 1 - inflated))
+                inflated += len(rows[-1])
             except zlib.error:
                 return None
         elif kind in (b"tEXt", b"zTXt", b"iTXt") and body.startswith(b"Raw profile type"):
             return None  # Pillow reads EXIF (an orientation) from such a text chunk
         pos = body_end + 4
         if kind == b"IEND":
-            filtered = b"".join(rows)
-            if pos != end or not stream.eof or stream.unused_data or len(filtered) != (width + 1) * height:
+            if pos != end or not stream.eof or stream.unused_data or inflated != (width + 1) * height:
                 return None
+            filtered = b"".join(rows)
             if max(filtered[:: width + 1]) > 4:  # each row's filter type: 0 to 4
                 return None
             return size

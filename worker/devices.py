@@ -11,6 +11,7 @@ main runs before anything imports TensorFlow) unless TF_ENABLE_ONEDNN_OPTS says 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import platform
@@ -39,8 +40,10 @@ def prefer_onednn(environ=os.environ, machine: str | None = None) -> None:
         environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
+@functools.cache
 def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them (empty where there is no /proc/cpuinfo)."""
+    """The CPU's feature flags as Linux lists them (empty where there is no /proc/cpuinfo); read
+    once per process: the model cache asks on every predict chunk."""
     try:
         with open(cpuinfo) as f:
             for line in f:
