@@ -8,15 +8,17 @@ on first use, so plain MNIST-like PNGs never pay its import (about 0.25 s).
 
 Steps of `photo_ink`, each a function below:
   1. `_work_image`: shrink a large photo (area averaging) to WORK_SIDE pixels on its longer side.
-  2. `_background`: the paper's brightness everywhere, from a morphological opening of a
+  2. `_background`: the paper's brightness everywhere, from morphological closings of a
      BACKGROUND_SIDE-pixel thumbnail (ink strokes are narrower than the kernel, light
-     gradients and shadow edges are wider), smoothed and enlarged again.
+     gradients and shadow edges are wider; a wider kernel where a marker's strokes or filled
+     loops are not), smoothed and enlarged again.
   3. `_contrast`: each pixel's contrast against its own background, relative to the light
      there (dark ink on paper: (paper - pixel) / paper), so a stroke in a shadow keeps its
      contrast; the ink's side (darker or lighter than the paper) is the side with the heavier tail.
   4. `_remove_lines`: straight lines crossing (almost) the whole frame, found by a
-     probabilistic Hough transform, are erased; strokes crossing them are mended.
-  5. `_digit_components`: connected components; the digit is the largest, plus the pieces
+     probabilistic Hough transform, are erased; strokes crossing them, or running along them
+     darker than the line, stay.
+  5. `_digit_cluster`: connected components; the digit is the largest, plus the pieces
      near it; specks, lines and the remains of page edges are dropped.
 The crop of the kept ink (levels from its contrast, 0 outside the kept components) then goes
 through `normalise_stroke` and the usual MNIST steps in `images`.
@@ -52,6 +54,11 @@ MARKER_DEPTH = 0.5
 kernel sat inside a marker stroke (ink takes 60-90% of the light, a shadow 20-50%): the wide
 one's paper is used there."""
 
+FILLED_KERNEL = 0.6
+"""A last, widest closing, as a share of the thumbnail's longer side, for marker ink the wide one
+leaves: a loop filled in by a marker on a tight crop, a blob a third of the frame across. Used,
+as the wide one is, only where the paper under it would be MARKER_DEPTH darker."""
+
 POLARITY_KERNEL = 0.5
 """Size of the median filter whose differences decide the ink's side, as a share of the
 thumbnail's longer side: wider than a marker digit's loops, which a narrower median takes
@@ -79,6 +86,11 @@ side, that the line detector bridges."""
 LINE_REACH = 3
 """Pixels either side of a detected line's centre that are erased with it (a blurred printed
 line is 2-6 px wide; the detector's segments wander by a pixel or two)."""
+
+LINE_INK = 1.8
+"""Ink over a printed line whose contrast is this many times the line's own stays: a pen's
+stroke along a pale ruled or grid line (printed lines are paler than pen ink; pencil as pale
+as the lines is erased with them, as before)."""
 
 LINE_ANGLE = 20.0
 """Printed lines are within this many degrees of horizontal or vertical (tilted photos)."""
@@ -164,7 +176,7 @@ def photo_ink(gray: np.ndarray, *, row: bool = False) -> np.ndarray:
     candidates = contrast > floor
     if not candidates.any():
         raise NoInkError("no ink found (the image is blank or has too little contrast)")
-    candidates = _remove_lines(candidates)
+    candidates = _remove_lines(candidates, contrast)
     first = _digit_cluster(candidates, contrast, floor, row)
     (box, kept), _ = first
     level = float(np.percentile(contrast[box][kept], 90))
@@ -215,16 +227,41 @@ def _background(work: np.ndarray) -> tuple[np.ndarray, bool]:
     narrow = max(3, int(round(SHADOW_KERNEL * max(size))) | 1)
     close = lambda side: c.morphologyEx(dark, c.MORPH_CLOSE, c.getStructuringElement(c.MORPH_ELLIPSE, (side, side)),
                                         borderType=c.BORDER_REPLICATE).astype(np.float32)
-    paper, wide_paper = close(narrow), close(k)
-    inside_marker = (paper < MARKER_DEPTH * wide_paper).astype(np.uint8)
-    inside_marker = c.dilate(inside_marker, np.ones((narrow, narrow), np.uint8))  # and the stroke's edges
-    paper = np.where(inside_marker > 0, wide_paper, paper)
+    paper = close(narrow)
+    for wide_paper, filled in ((close(k), False), (_close_filled(dark), True)):
+        inside_marker = (paper < MARKER_DEPTH * wide_paper).astype(np.uint8)
+        if filled:  # a filled loop lies inside the frame; a dark shadow runs along its edge
+            inside_marker = _inside_frame(inside_marker)
+        inside_marker = c.dilate(inside_marker, np.ones((narrow, narrow), np.uint8))  # and the stroke's edges
+        paper = np.where(inside_marker > 0, wide_paper, paper)
     paper = c.GaussianBlur(paper, (0, 0), 1.0, borderType=c.BORDER_REPLICATE)
     if not dark_ink:
         paper = 255 - paper
     if scale < 1:
         paper = c.resize(paper, (width, height), interpolation=c.INTER_LINEAR)
     return paper, dark_ink
+
+
+def _close_filled(dark: np.ndarray) -> np.ndarray:
+    """The FILLED_KERNEL closing of a thumbnail (dark ink), float32: done at half its size, as
+    what it removes is large, and the cost goes with the kernel's area times the pixels."""
+    c = cv2()
+    height, width = dark.shape
+    half = c.resize(dark, (max(1, width // 2), max(1, height // 2)), interpolation=c.INTER_AREA)
+    side = max(3, int(round(FILLED_KERNEL * max(half.shape))) | 1)
+    closed = c.morphologyEx(half, c.MORPH_CLOSE, c.getStructuringElement(c.MORPH_ELLIPSE, (side, side)),
+                            borderType=c.BORDER_REPLICATE)
+    return c.resize(closed, (width, height), interpolation=c.INTER_LINEAR).astype(np.float32)
+
+
+def _inside_frame(mask: np.ndarray) -> np.ndarray:
+    """`mask` (uint8 0/1 2-D) without its connected pieces that touch the frame's edge."""
+    count, labels = cv2().connectedComponents(mask, connectivity=8)
+    edge = np.unique(np.concatenate((labels[0], labels[-1], labels[:, 0], labels[:, -1])))
+    keep = np.ones(count, np.uint8)
+    keep[edge] = 0
+    keep[0] = 0
+    return keep[labels]
 
 
 def _contrast(work: np.ndarray, background: tuple[np.ndarray, bool]) -> np.ndarray:
@@ -243,13 +280,15 @@ def _noise(contrast: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(sample - middle)))
 
 
-def _remove_lines(mask: np.ndarray) -> np.ndarray:
+def _remove_lines(mask: np.ndarray, contrast: np.ndarray | None = None) -> np.ndarray:
     """`mask` (bool 2-D) without the printed lines crossing the frame.
 
     Lines: probabilistic Hough segments within LINE_ANGLE of horizontal (or vertical) spanning
     LINE_SPAN of the frame's width (or height). Erased: the ink within LINE_REACH px of a segment, except
     where the ink runs across the line for longer than the line is thick (the run half of the
-    band's ink reaches): a stroke crossing it, or lying along it and thicker together.
+    band's ink reaches): a stroke crossing it, or lying along it and thicker together. With the
+    pixels' `contrast`, ink over a line also stays where it is LINE_INK x darker than the line
+    itself (the median of what would be erased): a pen's stroke running along a pale printed line.
     """
     c = cv2()
     height, width = mask.shape
@@ -264,7 +303,7 @@ def _remove_lines(mask: np.ndarray) -> np.ndarray:
     across = {"h": np.zeros_like(binary), "v": np.zeros_like(binary)}
     for direction, (x1, y1, x2, y2) in _frame_lines(segments.reshape(-1, 4).astype(np.float64), width, height):
         c.line(across[direction], (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2))), 1, thickness=3)
-    cleaned = binary.copy()
+    erased = np.zeros_like(binary)
     bands = {}
     for direction, lines in across.items():
         if not lines.any():
@@ -276,10 +315,13 @@ def _remove_lines(mask: np.ndarray) -> np.ndarray:
         while thick < 2 * LINE_REACH + 3 and float((c.morphologyEx(band, c.MORPH_OPEN, across(thick + 1))).sum()) >= total / 2:
             thick += 1
         strokes = c.morphologyEx(binary, c.MORPH_OPEN, across(thick + 2))  # ink running across for longer
-        cleaned &= 1 - (band & (1 - strokes))
+        erased |= band & (1 - strokes)
     if len(bands) == 2:  # where a grid's lines cross, each keeps the other's pixels: both bands go
-        cleaned &= 1 - (bands["h"] & bands["v"])
-    return cleaned.astype(bool)
+        erased |= bands["h"] & bands["v"]
+    if contrast is not None and erased.any():
+        line = float(np.median(contrast[erased > 0]))
+        erased &= (contrast <= LINE_INK * line).astype(np.uint8)
+    return (binary & (1 - erased)).astype(bool)
 
 
 def _frame_lines(segments: np.ndarray, width: int, height: int) -> list[tuple[str, tuple[float, float, float, float]]]:

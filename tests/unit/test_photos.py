@@ -128,6 +128,25 @@ def test_ruled_and_grid_lines_are_removed(mnist, vertical):
         assert max(np.ptp(rows), np.ptp(cols)) + 1 >= 19  # the digit fills the 20-px box, no line widened the crop
 
 
+def test_thin_strokes_along_pale_tilted_grid_lines_stay(mnist):
+    """Pale printed grid lines (28% of the light, 3 px, under the ink as on paper) every 62 px,
+    straight or tilted 3 degrees, under a 3- or 5-px pen: where a stroke runs along a line it is
+    darker than the line and stays (the old clean-up erased it with the line: a 6 lost its loop)."""
+    for digit in digits_of(mnist, 3, 6, 8, 9):
+        for pen in (3.0, 5.0):
+            for tilt in (0.0, 0.05):
+                page = page_with(ink_coverage(digit, 220, pen=pen))
+                h, w = page.shape
+                grid = np.ones(page.shape, np.float32)
+                for x in range(10, w, 62):
+                    cv2.line(grid, (x, 0), (int(x - tilt * h), h - 1), 0.72, 3)
+                for y in range(25, h, 62):
+                    cv2.line(grid, (0, y), (w - 1, int(y + tilt * w)), 0.72, 3)
+                got = to_mnist(as_image(page * cv2.GaussianBlur(grid, (0, 0), 0.6)))
+                unlined = to_mnist(as_image(page))
+                assert best_shifted_correlation(got, unlined) > 0.85, (pen, tilt)
+
+
 def test_small_digit_on_a_large_page_with_specks(mnist):
     """An 80-px digit on a 900x1200 page with 40 specks of dust and a light gradient."""
     rng = np.random.default_rng(3)
@@ -165,6 +184,20 @@ def test_thin_pen_and_marker_get_mnist_stroke_width(mnist):
             width = mnist_scale_width(got)
             assert 1.5 <= width <= 3.8, (pen, width)
             assert best_shifted_correlation(got, reference(digit)) > 0.7, pen
+
+
+def test_a_marker_digit_filling_the_frame_stays_solid(mnist):
+    """A 36- or 48-px marker at 240 px on a tight crop, light falling off down the page: the loops
+    it fills are blobs a third of the frame across, which the paper estimate must not take for
+    paper (the old clean-up kept only their rims: a hollow ring)."""
+    for digit in digits_of(mnist, 0, 6, 8, 9):
+        for pen in (36.0, 48.0):
+            coverage = ink_coverage(digit, 240, pen=pen)
+            page = page_with(coverage, shape=(290, 290), at=(25, 25))
+            page *= np.linspace(1.0, 0.55, 290, dtype=np.float32)[:, None]
+            got = to_mnist(as_image(page))
+            drawn = to_mnist(Image.fromarray((255 - coverage * 255).astype(np.uint8)))
+            assert best_shifted_correlation(got, drawn) > 0.85, pen
 
 
 def test_thin_pen_on_a_clean_scan_is_thickened_too(mnist):
