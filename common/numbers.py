@@ -55,7 +55,8 @@ STACKED = 0.4
 
 PIECE_HEIGHT = 0.5
 """A piece less than this share of the row's digit height tall (a five's bar, a stroke's broken
-end) joins the glyph nearest to it."""
+end) joins the glyph nearest to it; a reading of touching digits that cuts off such a piece is
+no reading."""
 
 SPLIT_FROM = 0.7
 """A glyph wider than this many times the row's digit height may hold touching digits: it is
@@ -137,8 +138,13 @@ def split_row(crop: np.ndarray) -> list[list[list[np.ndarray]]]:
         for cuts in _readings(mask & (binary[:, left:right] > 0), height, alone=len(glyphs) == 1):
             pieces = [_trim(levels[:, start:stop], INK_LEVEL * peak) for start, stop in cuts]
             pieces = [p for p in pieces if p is not None]
+            if len(pieces) > 1 and min(p.shape[0] for p in pieces) < PIECE_HEIGHT * height:
+                continue  # a cut that leaves a stroke's end (a seven's bar) as a digit of its own
             if pieces:
                 readings.append(pieces)
+        if not readings:  # every cut left such a piece: one wide digit after all
+            whole = _trim(levels, INK_LEVEL * peak)
+            readings = [[whole]] if whole is not None else []
         if readings:
             found.append(readings)
     if not found:

@@ -91,6 +91,30 @@ def test_a_narrow_digit_is_never_cut(mnist):
     assert [[len(r) for r in readings] for readings in glyphs] == [[1]]
 
 
+def test_no_reading_cuts_off_a_stroke_end_as_a_digit(mnist):
+    """A wide seven (its bar 1.6x its height, the stem a third of the way along) beside a 1: the
+    glyph is too wide to be read whole beside other digits, but each cut would leave a piece of
+    the bar alone, a few pixels tall. Such readings are none; the seven stays one digit."""
+    pixels, _ = mnist
+    one = 255 - pixels[2]
+    seven = np.full((28, 45), 255, np.uint8)
+    seven[2:6, 1:44] = 0  # the bar
+    seven[2:27, 14:18] = 0  # the stem
+    gray = np.full((36, 4 + 28 + 6 + 45 + 4), 255, np.uint8)
+    gray[4:32, 4:32] = one
+    gray[4:32, 38:83] = np.minimum(gray[4:32, 38:83], seven)
+    glyphs = number_from_gray(gray)
+    assert len(glyphs) == 2
+    readings = glyphs[1]
+    assert readings
+    for reading in readings:
+        if len(reading) > 1:
+            for digit in reading:
+                rows = np.flatnonzero(digit.max(axis=1) > 64)
+                assert rows[-1] - rows[0] + 1 >= 10, "a piece of the bar alone, scaled up"
+    assert [len(r) for r in readings] == [1]
+
+
 def test_blank_and_empty_rows_are_no_ink(tmp_path):
     with pytest.raises(NoInkError):
         split_row(np.zeros((20, 50), np.float32))
