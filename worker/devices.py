@@ -55,15 +55,20 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> frozenset[str]:
 
 
 def inference_precision(settings: Settings, device_type: str, flags: frozenset[str] | None = None) -> str:
-    """"bfloat16" or "float32": DIGITQ_INFERENCE_PRECISION, where "auto" is bfloat16 only on a CPU
-    with AMX for bfloat16 (oneDNN's matrix units: the default net predicts about twice as fast
-    with the same answers, BENCHMARKS.md). Without AMX, bfloat16 on the CPU is emulated or barely
-    faster; on GPUs it is left to an explicit setting until measured there."""
+    """"bfloat16" or "float32": DIGITQ_INFERENCE_PRECISION, where "auto" is bfloat16 on a CPU with
+    bfloat16 arithmetic (AMX's matrix units, or AVX-512 BF16's dot products: oneDNN runs the
+    default net faster on either with the same answers, BENCHMARKS.md) and float32 elsewhere,
+    where bfloat16 would be emulated. On GPUs it is left to an explicit setting until measured."""
     if settings.inference_precision != "auto":
         return settings.inference_precision
     if device_type != "CPU":
         return "float32"
-    return "bfloat16" if "amx_bf16" in (cpu_flags() if flags is None else flags) else "float32"
+    return "bfloat16" if BF16_FLAGS & (cpu_flags() if flags is None else flags) else "float32"
+
+
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+"""/proc/cpuinfo flags of CPUs with bfloat16 arithmetic (Intel from Cooper Lake and Sapphire
+Rapids, AMD from Zen 4)."""
 
 
 def select_gpus_env(settings: Settings) -> None:

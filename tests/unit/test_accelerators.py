@@ -77,7 +77,7 @@ def test_the_worker_runs_tensorflow_with_onednn_on_x86_64():
     assert _onednn_in_fresh_tensorflow(TF_ENABLE_ONEDNN_OPTS="0") == "0 False"
 
 
-def test_inference_runs_in_bfloat16_only_where_the_cpu_has_amx(tmp_path):
+def test_inference_runs_in_bfloat16_only_where_the_cpu_has_bfloat16_arithmetic(tmp_path):
     from digitq.common.settings import Settings
     from digitq.worker.devices import cpu_flags, inference_precision
 
@@ -89,7 +89,8 @@ def test_inference_runs_in_bfloat16_only_where_the_cpu_has_amx(tmp_path):
     settings = lambda p: Settings(home=tmp_path, data_dir=tmp_path, broker_url=None, result_backend=None,  # noqa: E731
                                   inference_precision=p)
     assert inference_precision(settings("auto"), "CPU", amx) == "bfloat16"
-    assert inference_precision(settings("auto"), "CPU", frozenset({"avx512_bf16"})) == "float32"  # no matrix units
+    assert inference_precision(settings("auto"), "CPU", frozenset({"avx512f", "avx512_bf16"})) == "bfloat16"  # AMD Zen 4 on
+    assert inference_precision(settings("auto"), "CPU", frozenset({"avx2", "fma", "avx512f"})) == "float32"  # emulated
     assert inference_precision(settings("auto"), "GPU", amx) == "float32"
     assert inference_precision(settings("float32"), "CPU", amx) == "float32"
     assert inference_precision(settings("bfloat16"), "CPU", frozenset()) == "bfloat16"
