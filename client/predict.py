@@ -199,7 +199,7 @@ def predict_folder(client, folder: str, model: str, recursive: bool = False, chu
         while pipeline.entries:
             names, errors, result, pixels = pipeline.next_result(timeout)
             pipeline.add_next()  # keep preprocessing ahead while this chunk's rows are written
-            probs, remote_errors = iter(result.probs), iter(result.errors)
+            probs, remote_errors = iter(result.rows()), iter(result.errors)
             digits = iter(_unpack(pixels)) if keep_pixels else None
             shapes = _shape_flags(pixels)  # --- the flags (digitq.common.doubt)
             for name, err in zip(names, errors):
@@ -348,14 +348,14 @@ class _Pipeline:
             entry["prep"] = entry.pop("future").result()
         names, errors, pixels, count = entry["prep"]
         if self.remote:
-            payload = {"model": self.ref, "folder": self.base, "paths": names}
+            payload = {"model": self.ref, "folder": self.base, "paths": names, "packed": True}
         elif count:
             # The pixels go to Redis as raw bytes beside a small message that names them: inside
             # the message they would be base64 and JSON on both sides, twice over (kombu wraps
-            # the body again).
+            # the body again). The probabilities come back packed too (PredictResult.rows).
             entry["key"] = pixels_key(entry["task_id"])
             self.client.put_blob(entry["key"], pixels, ttl=int(self.timeout) + PIXELS_GRACE)
-            payload = {"model": self.ref, "pixels_key": entry["key"], "count": count}
+            payload = {"model": self.ref, "pixels_key": entry["key"], "count": count, "packed": True}
         if self.remote or count:
             self.client.send(PREDICT_TASK, payload, PREDICT_QUEUE, task_id=entry["task_id"])
             self.in_queue += 1

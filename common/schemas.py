@@ -347,6 +347,7 @@ class PredictRequest(_Validated):
     folder: str | None = _spec(None, str, optional=True, doc="--remote: a folder below the worker's roots")
     paths: list | None = _spec(None, list, optional=True, item=str, max_len=MAX_CHUNK_IMAGES,
                                doc="--remote: files relative to folder")
+    packed: bool = _spec(False, bool, doc="answer with PredictResult.packed_probs (clients from 2026-12 on)")
 
     def check(self) -> None:
         super().check()
@@ -361,25 +362,63 @@ class PredictRequest(_Validated):
         _check_model_ref(self.model)
 
 
+PROBS_BYTES = 10 * 4
+"""One image's probabilities packed: 10 little-endian float32."""
+
+
 @dataclass
 class PredictResult(_Result):
-    """One chunk's answer: per image, 10 probabilities or None, and an error or None."""
+    """One chunk's answer: per image, 10 probabilities or None, and an error or None.
+
+    With `packed_probs` (asked for by PredictRequest.packed) the probabilities of the images
+    without an error come as one base64 string of float32 rows, and `probs` is empty: a JSON
+    list of 5,000 floats costs the worker and the client more than the inference itself. `rows()`
+    reads either form."""
 
     model: str = _required(str)  # the NAME:VERSION that classified the chunk
     probs: list = _required(list, item=None, min_len=0, max_len=MAX_CHUNK_IMAGES)
     errors: list = _required(list, item=None, min_len=0, max_len=MAX_CHUNK_IMAGES)
+    packed_probs: str | None = _spec(None, str, optional=True, max_chars=4 * (MAX_CHUNK_IMAGES * PROBS_BYTES + 2) // 3,
+                                     doc="base64 of float32 [images without an error, 10], little-endian")
 
     def check(self) -> None:
         super().check()
+        for e in self.errors:
+            if e is not None and type(e) is not str:
+                raise InvalidRequest(f"an error must be a string or null, got {e!r}")
+        if self.packed_probs is not None:
+            rows = self.errors.count(None)
+            if self.probs or len(self.packed_probs) != 4 * ((rows * PROBS_BYTES + 2) // 3):
+                raise InvalidRequest(f"packed_probs must be base64 of {rows} x {PROBS_BYTES} bytes, and probs empty")
+            return
         if len(self.probs) != len(self.errors):
             raise InvalidRequest(f"probs has {len(self.probs)} rows but errors {len(self.errors)}")
         for row in self.probs:  # the loop is per image: kept to type checks only
             if row is not None and not (type(row) is list and len(row) == 10
                                         and all(type(p) is float or type(p) is int for p in row)):
                 raise InvalidRequest(f"a row of probs must be 10 numbers or null, got {str(row)[:80]}")
-        for e in self.errors:
-            if e is not None and type(e) is not str:
-                raise InvalidRequest(f"an error must be a string or null, got {e!r}")
+
+    def rows(self) -> list:
+        """Per image, its 10 probabilities (floats, to 6 decimals when packed) or None."""
+        if self.packed_probs is None:
+            return self.probs
+        import base64
+
+        import numpy as np
+
+        packed = np.frombuffer(base64.b64decode(self.packed_probs), "<f4").reshape(-1, 10)
+        found = iter(np.round(packed.astype(np.float64), 6).tolist())
+        return [next(found) if e is None else None for e in self.errors]
+
+    @classmethod
+    def packing(cls, model: str, probs, errors: list) -> "PredictResult":
+        """The packed answer for `probs` (float array [images without an error, 10])."""
+        import base64
+
+        import numpy as np
+
+        data = base64.b64encode(np.ascontiguousarray(probs, "<f4").tobytes()).decode("ascii")
+        return cls(model=model, probs=[], errors=errors, packed_probs=data)
 
 
 @dataclass

@@ -159,11 +159,14 @@ def run_predict_chunk(payload, settings: Settings, r) -> dict:
     from digitq.worker import prometheus
 
     prometheus.images_predicted(len(pixels))
+    model = f"{record['name']}:{record['version']}"
+    if req.packed:
+        return PredictResult.packing(model, probs, errors).to_dict()
     # Six decimals keep the JSON small; NumPy rounds a chunk at once, to the same floats as round()
     # per value (checked on 2,000,000 softmax outputs).
     rows = iter(np.round(probs.astype(np.float64), 6).tolist())
     out = [next(rows) if err is None else None for err in errors]
-    return PredictResult(model=f"{record['name']}:{record['version']}", probs=out, errors=errors).to_dict()
+    return PredictResult(model=model, probs=out, errors=errors).to_dict()
 
 
 def run_list_images(payload, settings: Settings) -> dict:

@@ -90,7 +90,8 @@ class FakeClient:
             self.values.pop(key, None)
 
     def send(self, task, payload, queue, task_id=None):
-        assert set(payload) == {"model", "pixels_key", "count"}  # the pixels travel beside the message
+        assert set(payload) == {"model", "pixels_key", "count", "packed"}  # the pixels travel beside the message
+        assert payload["packed"] is True  # (answered here as an older worker would: lists; both read alike)
         raw = self.values[payload["pixels_key"]]
         pixels = np.frombuffer(raw, np.uint8).reshape(payload["count"], 784)
         means = pixels.mean(axis=1) / 255

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
@@ -151,10 +152,28 @@ def test_results_round_trip_and_ignore_fields_a_newer_worker_adds():
     assert "gallery" not in summary.to_dict() and PredictSummary.from_dict(summary.to_dict()) == summary
 
 
+def test_packed_probabilities_read_back_as_the_rounded_rows_of_a_list_answer():
+    """A worker's packed answer (float32 rows of the images without an error) reads back as the
+    same rows, to the same floats, as the JSON lists an older worker sends."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, (300, 10)).astype(np.float32)
+    probs = (np.exp(logits) / np.exp(logits).sum(1, keepdims=True)).astype(np.float32)
+    errors = [None] * 300
+    errors[5] = errors[299] = "not an image"
+    kept = np.delete(probs, [5, 299], axis=0)
+    packed = PredictResult.from_dict(json.loads(json.dumps(PredictResult.packing("digits:1", kept, errors).to_dict())))
+    rows = iter(np.round(kept.astype(np.float64), 6).tolist())
+    listed = PredictResult(model="digits:1", probs=[next(rows) if e is None else None for e in errors], errors=errors)
+    assert packed.probs == [] and packed.rows() == listed.rows()
+    assert packed.rows()[5] is None and len(packed.rows()) == 300
+
+
 @pytest.mark.parametrize("cls, data, message", [
     (PredictResult, {"model": "m", "probs": [[0.1] * 9], "errors": [None]}, "10 numbers or null"),
     (PredictResult, {"model": "m", "probs": [None], "errors": []}, "probs has 1 rows but errors 0"),
     (PredictResult, {"model": "m", "probs": [None], "errors": [3]}, "an error must be a string or null"),
+    (PredictResult, {"model": "m", "probs": [], "errors": [None, None], "packed_probs": "AAAA"}, "base64 of 2 x 40 bytes"),
+    (PredictResult, {"model": "m", "probs": [None], "errors": ["x"], "packed_probs": ""}, "and probs empty"),
     (EvaluateResult, {"model": "m", "dataset": "d", "images": 1, "accuracy": "high", "loss": 0.1,
                       "per_class_accuracy": [None] * 10, "confusion": [[0] * 10] * 10}, "accuracy must be a number"),
     (ListResult, {"folder": "/d"}, "files is required"),
