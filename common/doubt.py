@@ -29,11 +29,12 @@ NOT_A_NUMBER = "not-a-number"
 FLAGS = (BLANK, NOT_ONE_DIGIT, UNSURE, NOT_A_NUMBER)
 """Every flag a row may carry ("" for none)."""
 
-DEFAULT_MIN_CONFIDENCE = 0.7
+DEFAULT_MIN_CONFIDENCE = 0.6
 """Top probability under which a prediction is flagged `unsure` (--min-confidence). Set on the
-MNIST test set with the default model (label smoothing 0.1: a clean digit's top probability is
-near 0.93): with the shape test, 1.8% of its right predictions there are flagged, 76% of its
-wrong ones and 95% of non-digit images (BENCHMARKS.md, "Unsure flag"; 0.75 already flags 2.1%)."""
+MNIST test set with the default model (fast-cnn, label smoothing 0.1: a clean digit's top
+probability is near 0.94): with the shape test, 1.9% of its right predictions there are flagged,
+71% of its wrong ones and 94% of non-digit images (BENCHMARKS.md, "Unsure flag"; 0.7 flags 2.9%
+of the right ones). The cnn at this setting: 1.5%, 67%, 93%."""
 
 MAX_ASPECT = 1.65
 """Widest ink box, as width / height of the strong ink (>= STRONG) in the 28x28 digit, that is
