@@ -93,9 +93,9 @@ def one_line(exc: Exception) -> str:
 
 def chunk_summary(result: dict) -> str:
     """A predict chunk's result in one short line for worker.log: counts, not probabilities."""
-    probs = result.get("probs") or []
-    errors = sum(1 for e in result.get("errors") or [] if e)
-    return f"{len(probs)} image(s), {errors} error(s), model {result.get('model')}"
+    rows = result.get("errors") or []  # one per image, whether the probabilities come packed or as lists
+    errors = sum(1 for e in rows if e)
+    return f"{len(rows)} image(s), {errors} error(s), model {result.get('model')}"
 
 
 def register_tasks(app: Celery, ctx: WorkerContext) -> dict:

@@ -369,8 +369,14 @@ def test_a_predict_chunk_is_one_short_line_in_worker_log():
     """Friction 12: counts, not 5,000 probability lists."""
     from digitq.worker.tasks import chunk_summary
 
+    import numpy as np
+
+    from digitq.common.schemas import PredictResult
+
     result = {"model": "digits:1", "probs": [[0.1] * 10] * 500, "errors": [None] * 499 + ["unreadable"]}
     assert chunk_summary(result) == "500 image(s), 1 error(s), model digits:1"
+    packed = PredictResult.packing("digits:1", np.full((499, 10), 0.1), [None] * 499 + ["unreadable"]).to_dict()
+    assert chunk_summary(packed) == "500 image(s), 1 error(s), model digits:1"  # the same line when packed
 
 
 def test_a_full_volume_says_so_in_words_whatever_library_hit_it():
