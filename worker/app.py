@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -159,6 +160,9 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
         if ctx.presence is not None:
             ctx.presence.job_finished()
         prometheus.job_ended(task.name, state or "UNKNOWN")
+        trainer = sys.modules.get("digitq.worker.train")  # loaded once a training job ran here
+        if trainer is not None:
+            trainer.release_memory()  # after the result is stored: the client need not wait for it
 
     # SIGTERM / Ctrl-C: Celery's handler sends this from the signal handler (sender: the node
     # name, not the app); a running training job hands itself back at its next batch.

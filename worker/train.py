@@ -96,6 +96,7 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
     from digitq.worker.augment import make_augmenter
     from digitq.worker.model import build_model, compile_model, keep_average, resolve_hparams
 
+    release_memory()  # what an earlier member or job left, before this one builds its model
     hp = resolve_hparams(request)
     info = configure_devices(settings)
     strategy = make_strategy(settings)
@@ -170,9 +171,26 @@ def _fit_one(request: TrainRequest, folder: Path, ds: data.Dataset, settings: Se
         store.clear()  # after model.keras: a kill before this resumes from the last backup
     finally:
         del model
-        keras.backend.clear_session()
-        gc.collect()
+        _pending_release.append(True)  # freed by release_memory, after the result is stored
     return _Member(folder, history_cb.entries, probs, resumed)
+
+
+_pending_release: list = []
+"""Non-empty while a finished model's memory waits for `release_memory`."""
+
+
+def release_memory() -> None:
+    """Free what the last trained model left: Keras' global state (clear_session) and reference
+    cycles (gc). The worker calls it once a job's result is stored (Celery's task_postrun), so
+    the client does not wait for it (BENCHMARKS.md, overhead); the next model built calls it
+    first anyway. A no-op when nothing waits."""
+    if not _pending_release:
+        return
+    import keras
+
+    _pending_release.clear()
+    keras.backend.clear_session()
+    gc.collect()
 
 
 def _load_member(folder: Path) -> _Member | None:

@@ -38,8 +38,16 @@ def test_two_replica_training_writes_model_history_and_tensorboard(env, home):
         d["phases"] = sorted({m.get("phase") for m in reports})
         d["last"] = [m for m in reports if m.get("phase") == "train"][-1]
 
-        # The saved model takes raw pixels and reproduces the reported accuracy.
+        # Keras' global state is freed after the result, by release_memory (the worker's task_postrun).
         import keras
+        from digitq.worker import train as trainer
+        d["waiting"] = bool(trainer._pending_release)
+        d["names"] = [keras.layers.Dense(1).name]
+        trainer.release_memory()
+        d["names"].append(keras.layers.Dense(1).name)
+        d["still_waiting"] = bool(trainer._pending_release)
+
+        # The saved model takes raw pixels and reproduces the reported accuracy.
         from digitq.worker.data import load_mnist
         m = load_mnist(load_settings())
         model = keras.models.load_model(res.model_path)
@@ -63,6 +71,8 @@ def test_two_replica_training_writes_model_history_and_tensorboard(env, home):
     assert not (job / "backup").exists(), "the backups are deleted once model.keras is saved"
 
     assert out["reloaded_accuracy"] == pytest.approx(out["test_accuracy"], abs=1e-6)
+    assert out["waiting"] and not out["still_waiting"]
+    assert out["names"][1] == "dense"  # clear_session ran: Keras' layer names start again
 
 
 def test_an_interrupted_job_resumes_from_its_backup(env, home):
