@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from celery import Celery, signals
+from kombu.asynchronous import get_event_loop
 
 from digitq.common.celery_app import make_celery
 from digitq.common.errors import DigitqError
@@ -162,7 +163,14 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
         prometheus.job_ended(task.name, state or "UNKNOWN")
         trainer = sys.modules.get("digitq.worker.train")  # loaded once a training job ran here
         if trainer is not None:
-            trainer.release_memory()  # after the result is stored: the client need not wait for it
+            # After the result is stored (the client need not wait) and after the message's ack,
+            # which Celery queues on the worker's event loop (call_soon) once this hook returns:
+            # the loop runs what is queued before it fires its timers.
+            hub = get_event_loop()
+            if hub is not None:
+                hub.call_later(0, trainer.release_memory)
+            else:
+                trainer.release_memory()
 
     # SIGTERM / Ctrl-C: Celery's handler sends this from the signal handler (sender: the node
     # name, not the app); a running training job hands itself back at its next batch.

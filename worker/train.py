@@ -181,9 +181,9 @@ _pending_release: list = []
 
 def release_memory() -> None:
     """Free what the last trained model left: Keras' global state (clear_session) and reference
-    cycles (gc). The worker calls it once a job's result is stored (Celery's task_postrun), so
-    the client does not wait for it (BENCHMARKS.md, overhead); the next model built calls it
-    first anyway. A no-op when nothing waits."""
+    cycles (gc). The worker calls it once a job's result is stored and its message acked (from
+    Celery's task_postrun, on the event loop's next turn), so the client does not wait for it
+    (BENCHMARKS.md, overhead); the next model built calls it first anyway. A no-op when nothing waits."""
     if not _pending_release:
         return
     import keras
