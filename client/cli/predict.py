@@ -47,8 +47,8 @@ def predict(
     flag: blank (no digit in the image: no prediction), not-one-digit (several digits, a
     drawing, a filled shape), unsure (confidence under --min-confidence), or empty.
     The summary names the model version used. Exit code 1 only when nothing could be
-    classified. With label smoothing (cnn's default 0.1) a clean digit's confidence tops out
-    near 93%: read it as a ranking, not as the chance of being right.
+    classified. With label smoothing (the default recipes' 0.1) a clean digit's confidence tops out
+    near 93-94%: read it as a ranking, not as the chance of being right.
     """
     from digitq.client.numbers import check_number_options
 
