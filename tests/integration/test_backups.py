@@ -78,7 +78,9 @@ def stack(tmp_path_factory, data_dir):
 
 
 def worker_of(stack, pid):
-    return next(w for w in stack.workers if w.proc is not None and w.proc.pid == pid and w.proc.poll() is None)
+    found = [w for w in stack.workers if w.proc is not None and w.proc.pid == pid and w.proc.poll() is None]
+    assert found, f"no live worker holds the job (lease holder pid {pid}): it ended or changed hands"
+    return found[0]
 
 
 def test_sigterm_hands_the_job_back_at_once_and_another_worker_resumes_at_the_signal(stack):
@@ -87,7 +89,9 @@ def test_sigterm_hands_the_job_back_at_once_and_another_worker_resumes_at_the_si
     worker resumes within 30 s from that backup, not an earlier one: no batch reported before
     the signal is trained again. The job then finishes once, with every epoch in its history."""
     client, r = stack.client, stack.redis.client()
-    job = client.submit_train(small_job("handback", epochs=8, train_size=3000))
+    # 20 epochs of a small MLP: a few seconds per round on a fast CPU, so the job is still training
+    # at the third signal (with 8 it could end during the second of training a round waits for).
+    job = client.submit_train(small_job("handback", epochs=20, train_size=3000))
     measured, victims = [], []
     for round_ in range(3):
         wait_for(lambda: len([x for x in client.logs(job) if RESUMED_RE.search(x)]) == round_, 120,
@@ -126,7 +130,7 @@ def test_sigterm_hands_the_job_back_at_once_and_another_worker_resumes_at_the_si
     victims[0].start()  # a spare for the next test
     res = client.wait(job, timeout=300)
     assert res["state"] == "SUCCESS" and res["resumed"] is True
-    assert [e["epoch"] for e in res["history"]] == list(range(1, 9))
+    assert [e["epoch"] for e in res["history"]] == list(range(1, 21))
     assert res["test_accuracy"] > 0.85
     assert [m["version"] for m in list_models(r) if m["name"] == "handback"] == [1]
     assert not (stack.home / "jobs" / job / "backup").exists()
