@@ -53,10 +53,22 @@ def holder_pid(r, job_id) -> int | None:
     return int(v.decode().rsplit(":", 1)[1]) if v else None
 
 
-def pause(*workers: WorkerProcess) -> None:
-    """SIGSTOP idle workers, then wait out their pending BRPOP (1 s), so none takes a job."""
+RESTORE_MUTEX = "unacked_mutex"
+"""kombu's lock around its restore of overdue messages (every few seconds on each idle worker;
+held for up to 300 s by its owner)."""
+
+
+def pause(*workers: WorkerProcess, r=None) -> None:
+    """SIGSTOP idle workers, then wait out their pending BRPOP (1 s), so none takes a job. With
+    `r`, never stop one while kombu's restore lock is taken: a worker stopped holding it would
+    keep every other worker from restoring overdue messages (SIGCONT, and try again)."""
     for w in workers:
-        os.killpg(w.proc.pid, signal.SIGSTOP)
+        for _ in range(100):
+            os.killpg(w.proc.pid, signal.SIGSTOP)
+            if r is None or not r.exists(RESTORE_MUTEX):
+                break
+            os.killpg(w.proc.pid, signal.SIGCONT)
+            time.sleep(0.02)
     time.sleep(1.5)
 
 
@@ -98,7 +110,7 @@ def stack(tmp_path_factory, data_dir):
             w.start()
         for w in workers.values():
             w.wait_ready()
-        pause(workers["skewed"])
+        pause(workers["skewed"], r=server.client())
 
         class Stack:
             pass
@@ -152,7 +164,7 @@ def test_a_worker_paused_past_its_lease_loses_the_job_and_writes_nothing(stack):
     assert not r.hexists(RUNNING_KEY, job)
     # The woken worker takes the next job (the other one paused so that it cannot); cancelled
     # once it runs, to keep the test short.
-    pause(second)
+    pause(second, r=r)
     try:
         nxt = stack.client.submit_train(job_request("paused-next", epochs=1, train_size=500))
         wait_for(lambda: holder_pid(r, nxt) == first.proc.pid, 60, "the woken worker to take the next job")
@@ -173,7 +185,7 @@ def test_a_clock_ten_minutes_ahead_and_a_kill_lose_no_job_and_train_none_twice(s
     restore surely comes while it runs, and is cancelled once it has trained after the resume.)"""
     r, skewed = stack.r, stack.workers["skewed"]
     trainer, other = [w for n, w in stack.workers.items() if n != "skewed"]
-    pause(other)  # idle: the trainer takes the job, the skewed worker gets its duplicate
+    pause(other, r=r)  # idle: the trainer takes the job, the skewed worker gets its duplicate
     try:
         job = stack.client.submit_train(job_request("skewed", epochs=100))
         wait_for(lambda: holder_pid(r, job) == trainer.proc.pid, 120, "the true-clock worker to take the job")
