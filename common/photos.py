@@ -280,15 +280,15 @@ def _noise(contrast: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(sample - middle)))
 
 
-def _remove_lines(mask: np.ndarray, contrast: np.ndarray | None = None) -> np.ndarray:
+def _remove_lines(mask: np.ndarray, contrast: np.ndarray) -> np.ndarray:
     """`mask` (bool 2-D) without the printed lines crossing the frame.
 
     Lines: probabilistic Hough segments within LINE_ANGLE of horizontal (or vertical) spanning
     LINE_SPAN of the frame's width (or height). Erased: the ink within LINE_REACH px of a segment, except
     where the ink runs across the line for longer than the line is thick (the run half of the
-    band's ink reaches): a stroke crossing it, or lying along it and thicker together. With the
-    pixels' `contrast`, ink over a line also stays where it is LINE_INK x darker than the line
-    itself (the median of what would be erased): a pen's stroke running along a pale printed line.
+    band's ink reaches): a stroke crossing it, or lying along it and thicker together. Ink over
+    a line also stays where its `contrast` is LINE_INK x the line's own (the median of what
+    would be erased): a pen's stroke running along a pale printed line.
     """
     c = cv2()
     height, width = mask.shape
@@ -318,7 +318,7 @@ def _remove_lines(mask: np.ndarray, contrast: np.ndarray | None = None) -> np.nd
         erased |= band & (1 - strokes)
     if len(bands) == 2:  # where a grid's lines cross, each keeps the other's pixels: both bands go
         erased |= bands["h"] & bands["v"]
-    if contrast is not None and erased.any():
+    if erased.any():
         line = float(np.median(contrast[erased > 0]))
         erased &= (contrast <= LINE_INK * line).astype(np.uint8)
     return (binary & (1 - erased)).astype(bool)

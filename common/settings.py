@@ -104,9 +104,8 @@ def _path_env(name: str, default: Path) -> Path:
 
 INFERENCE_PRECISIONS = ("auto", "float32", "bfloat16")
 """DIGITQ_INFERENCE_PRECISION: the arithmetic of a worker's predictions (evaluations and reports
-stay float32). auto:
-bfloat16 on a CPU with AMX (Intel Xeon since Sapphire Rapids), where oneDNN runs it on the
-matrix units, float32 elsewhere (digitq.worker.devices.inference_precision)."""
+stay float32). auto: bfloat16 on a CPU with bfloat16 arithmetic (AMX or AVX-512 BF16), float32
+elsewhere (digitq.worker.devices.inference_precision)."""
 
 
 def _choice_env(name: str, choices: tuple[str, ...]) -> str:

@@ -162,7 +162,7 @@ def _connect_signals(app: Celery, ctx: WorkerContext) -> None:
             ctx.presence.job_finished()
         prometheus.job_ended(task.name, state or "UNKNOWN")
         trainer = sys.modules.get("digitq.worker.train")  # loaded once a training job ran here
-        if trainer is not None:
+        if trainer is not None and trainer.memory_waiting():
             # After the result is stored (the client need not wait) and after the message's ack,
             # which Celery queues on the worker's event loop (call_soon) once this hook returns:
             # the loop runs what is queued before it fires its timers.

@@ -7,8 +7,8 @@ predict chunk is one call), and a chunk smaller than the replica count crashed K
 batch-norm on the empty replica. `predict_on_batch` on one device is much faster, for a chunk
 and most of all for a single image (BENCHMARKS.md). A loaded model has its batch-norm folded
 into its convolutions (`fold_batch_norm`), which saves CPU per image, and for predict chunks
-computes in bfloat16 where the CPU has AMX (`devices.inference_precision`: about twice as fast
-there, the same digits); evaluations and reports compute in float32, as training scored the model.
+computes in bfloat16 where the CPU has bfloat16 arithmetic (`devices.inference_precision`:
+faster there, the same digits); evaluations and reports compute in float32, as training scored the model.
 
     probs = predict_pixels(settings, record, pixels)     # uint8 N x 28 x 28 -> N x 10
 """
@@ -52,7 +52,7 @@ class ModelCache:
 
     def get(self, path: Path, settings: Settings, exact: bool = False):
         """The model at `path`, batch-norm folded, in the worker's inference precision (bfloat16
-        on a CPU with AMX, `devices.inference_precision`), or in float32 with `exact`: evaluations
+        where the CPU has it, `devices.inference_precision`), or in float32 with `exact`: evaluations
         and reports, whose figures must be the training's own."""
         import keras
 
@@ -162,11 +162,8 @@ def run_predict_chunk(payload, settings: Settings, r) -> dict:
     model = f"{record['name']}:{record['version']}"
     if req.packed:
         return PredictResult.packing(model, probs, errors).to_dict()
-    # Six decimals keep the JSON small; NumPy rounds a chunk at once, to the same floats as round()
-    # per value (checked on 2,000,000 softmax outputs).
-    rows = iter(np.round(probs.astype(np.float64), 6).tolist())
-    out = [next(rows) if err is None else None for err in errors]
-    return PredictResult(model=model, probs=out, errors=errors).to_dict()
+    # An older client's lists: six decimals keep the JSON small.
+    return PredictResult(model=model, probs=PredictResult.spread(probs, errors), errors=errors).to_dict()
 
 
 def run_list_images(payload, settings: Settings) -> dict:

@@ -179,6 +179,11 @@ _pending_release: list = []
 """Non-empty while a finished model's memory waits for `release_memory`."""
 
 
+def memory_waiting() -> bool:
+    """Whether a finished model's memory waits for `release_memory`."""
+    return bool(_pending_release)
+
+
 def release_memory() -> None:
     """Free what the last trained model left: Keras' global state (clear_session) and reference
     cycles (gc). The worker calls it once a job's result is stored and its message acked (from
